@@ -1,0 +1,1 @@
+"""The lean side: numpy, OpenCV, ONNX Runtime, TensorRT + cuda-python. Never imports torch."""

@@ -1,0 +1,96 @@
+"""The checkpoint artefact: weights plus the full render config, so that export needs nothing
+else. Training adds its own state (optimiser, scheduler, RNG, metrics) under further keys.
+
+Files are read with ``torch.load(weights_only=True)``: a checkpoint never runs code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dbsi.runtime.atomic import atomic_write_bytes
+from dbsi.train.config import BokehConfig
+from dbsi.train.render import BokehRenderer
+
+CHECKPOINT_FORMAT = "dbsi-checkpoint"
+CHECKPOINT_FORMAT_VERSION = 1
+
+
+def toolkit_version() -> str:
+    try:
+        return metadata.version("dbsi-bokeh")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_checkpoint(path: str | Path, renderer: BokehRenderer, **state: Any) -> None:
+    """Write the renderer's weights and config, plus any extra ``state``, atomically."""
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_FORMAT_VERSION,
+        "toolkit_version": toolkit_version(),
+        "config": renderer.config.to_dict(),
+        "model": renderer.predictor.state_dict(),
+        **state,
+    }
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load and validate a DBSI checkpoint; ValueError naming the file on anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such checkpoint file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a file that is not a checkpoint
+        raise ValueError(f"{path}: not a PyTorch checkpoint ({type(exc).__name__})") from exc
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not a DBSI checkpoint (no '{CHECKPOINT_FORMAT}' format tag)")
+    version = payload.get("format_version")
+    if version != CHECKPOINT_FORMAT_VERSION:
+        raise ValueError(
+            f"{path}: checkpoint format version {version} is not supported "
+            f"(this toolkit reads version {CHECKPOINT_FORMAT_VERSION})"
+        )
+    try:
+        BokehConfig.from_dict(payload["config"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: invalid render config: {exc}") from exc
+    return payload
+
+
+def renderer_from_checkpoint(payload: dict[str, Any], source: str = "checkpoint") -> BokehRenderer:
+    """Build the renderer a checkpoint describes and load its weights (eval mode)."""
+    renderer = BokehRenderer(BokehConfig.from_dict(payload["config"]))
+    try:
+        result = renderer.predictor.load_state_dict(payload["model"], strict=False)
+    except RuntimeError as exc:  # mis-shaped tensors
+        raise ValueError(f"{source}: weights do not fit the config: {exc}") from exc
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(
+            f"{source}: weights do not fit the config: missing {result.missing_keys[:5]}, "
+            f"unexpected {result.unexpected_keys[:5]}"
+        )
+    return renderer.eval()
+
+
+def load_renderer(path: str | Path) -> BokehRenderer:
+    """The renderer stored in a checkpoint file, in eval mode."""
+    return renderer_from_checkpoint(read_checkpoint(path), str(path))

@@ -1,0 +1,99 @@
+"""The whole DBSI render as one module: image of any size -> bokeh image (and weight maps).
+
+This is the module the exporter traces as is, so its forward uses only shape arithmetic that
+survives symbolic tracing (see ``dbsi.train.config.network_side``).
+
+Two modes (DESIGN.md section 2), both predicting weights and blurring at the network size:
+
+- ``paper``: blend at the network size, resize the result back bilinearly (the paper's protocol;
+  the in-focus subject loses its full-resolution detail).
+- ``fullres``: upsample the weight maps and the blurred layers bilinearly to the input size and
+  blend there with the untouched input, so the sharp subject keeps every pixel. Upsampling a
+  layer blurred with sigma >= 4 px at the network size is the same, up to interpolation error,
+  as blurring the full image with sigma scaled by input/network size: blur sizes are defined at
+  the network size and scale with the resolution, and the graph needs no size-dependent kernel.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dbsi.train.blur import GaussianBlurBank
+from dbsi.train.config import BokehConfig, network_side
+from dbsi.train.weight_predictor import WeightPredictor
+
+
+def resize_bilinear(image: torch.Tensor, height, width) -> torch.Tensor:
+    """Bilinear resize, half-pixel centres, no antialiasing (what ONNX and TensorRT run)."""
+    return F.interpolate(image, size=(height, width), mode="bilinear", align_corners=False)
+
+
+def check_image(image: torch.Tensor, config: BokehConfig) -> None:
+    """Raise ValueError when ``image`` is not an N x 3 x H x W batch the render can take."""
+    if image.dim() != 4:
+        raise ValueError(f"image must be N x 3 x H x W, got {image.dim()} dimensions")
+    n, c, h, w = image.shape
+    if c != 3:
+        raise ValueError(f"image must have 3 channels (RGB), got {c}")
+    if n == 0 or h == 0 or w == 0:
+        raise ValueError(f"image is empty ({n}x{c}x{h}x{w})")
+    if not image.is_floating_point():
+        raise ValueError(f"image must be floating point in [0, 1], got {image.dtype}")
+    if min(h, w) < config.min_input_side:
+        raise ValueError(
+            f"image {h}x{w} is too small: both sides must be at least {config.min_input_side} "
+            f"for a {max(config.kernel_sizes)}-tap blur"
+        )
+    if not torch.isfinite(image).all():
+        raise ValueError("image has non-finite values (NaN or inf)")
+
+
+def blend(weights: torch.Tensor, sharp: torch.Tensor, blurred: list[torch.Tensor]) -> torch.Tensor:
+    """Eq. 1: W0 * I + sum_i Wi * B_i, weights N x (n+1) x H x W."""
+    out = weights[:, 0:1] * sharp
+    for i, layer in enumerate(blurred):
+        out = out + weights[:, i + 1 : i + 2] * layer
+    return out
+
+
+class BokehRenderer(nn.Module):
+    """N x 3 x H x W RGB in [0, 1], any H, W >= ``config.min_input_side`` ->
+    (bokeh N x 3 x H x W, weights N x (n+1) x H x W)."""
+
+    def __init__(self, config: BokehConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.predictor = WeightPredictor(config.num_maps, config.width)
+        self.blurs = GaussianBlurBank(config.kernel_sizes)
+
+    def network_size(self, height, width) -> tuple:
+        long_side = torch.sym_max(height, width)
+        cfg = self.config
+        return (
+            network_side(height, long_side, cfg.net_long_side, cfg.min_net_side, torch.sym_max),
+            network_side(width, long_side, cfg.net_long_side, cfg.min_net_side, torch.sym_max),
+        )
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not torch.compiler.is_compiling():
+            check_image(image, self.config)
+        height, width = image.shape[-2:]
+        net_h, net_w = self.network_size(height, width)
+        small = resize_bilinear(image, net_h, net_w)
+        weights = self.predictor(small)
+        blurred = self.blurs(small)
+        weights_full = resize_bilinear(weights, height, width)
+        if self.config.mode == "paper":
+            bokeh = resize_bilinear(blend(weights, small, blurred), height, width)
+        else:
+            layers = [resize_bilinear(layer, height, width) for layer in blurred]
+            bokeh = blend(weights_full, image, layers)
+        return bokeh, weights_full
+
+
+def render_bokeh(renderer: BokehRenderer, image: torch.Tensor) -> torch.Tensor:
+    """Render a batch without gradients; returns only the bokeh image."""
+    with torch.no_grad():
+        return renderer(image)[0]
