@@ -1,0 +1,85 @@
+"""PyTorch -> ONNX: the whole render, from decoded 8-bit pixels to 8-bit bokeh, in one graph.
+
+The graph takes what OpenCV decodes (uint8, N x H x W x 3, BGR) and returns the same layout,
+so a runtime feeds decoded pixels straight in and writes what comes out. Colour conversion,
+normalisation, resizing, weight prediction, blurs and blend all live inside.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import onnx
+import torch
+from torch import nn
+
+from dbsi.runtime.atomic import atomic_path
+from dbsi.train.render import BokehRenderer
+
+OPSET = 18
+INPUT_NAME = "image"
+OUTPUT_NAME = "bokeh"
+WEIGHTS_NAME = "weights"
+# Largest side the exported graph accepts (8K); the minimum comes from the config.
+MAX_SIDE = 8192
+
+
+class PixelsToBokeh(nn.Module):
+    """uint8 N x H x W x 3 BGR -> uint8 N x H x W x 3 BGR (and float weights N x (n+1) x H x W)."""
+
+    def __init__(self, renderer: BokehRenderer, with_weights: bool = False) -> None:
+        super().__init__()
+        self.renderer = renderer
+        self.with_weights = with_weights
+
+    def forward(self, image: torch.Tensor):
+        rgb = image.permute(0, 3, 1, 2).flip(1).float() / 255.0
+        bokeh, weights = self.renderer(rgb)
+        pixels = (bokeh.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
+        pixels = pixels.flip(1).permute(0, 2, 3, 1)
+        if self.with_weights:
+            return pixels, weights
+        return pixels
+
+
+def export_onnx(
+    renderer: BokehRenderer,
+    path: str | Path,
+    *,
+    with_weights: bool = False,
+    metadata: dict[str, Any] | None = None,
+) -> onnx.ModelProto:
+    """Export ``renderer`` (eval mode) with dynamic batch, height and width; write it atomically
+    with ``metadata`` as ``metadata_props`` (values that are not strings are JSON-encoded)."""
+    renderer = renderer.eval()
+    module = PixelsToBokeh(renderer, with_weights).eval()
+    min_side = renderer.config.min_input_side
+    batch = torch.export.Dim("batch", min=1, max=256)
+    height = torch.export.Dim("height", min=min_side, max=MAX_SIDE)
+    width = torch.export.Dim("width", min=min_side, max=MAX_SIDE)
+    # A sample that specialises nothing: batch 2, sides that differ and are not network sizes.
+    sample = torch.randint(0, 256, (2, min_side + 61, min_side + 93, 3), dtype=torch.uint8)
+    outputs = [OUTPUT_NAME, WEIGHTS_NAME] if with_weights else [OUTPUT_NAME]
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            module,
+            (sample,),
+            dynamo=True,
+            dynamic_shapes=({0: batch, 1: height, 2: width},),
+            input_names=[INPUT_NAME],
+            output_names=outputs,
+            opset_version=OPSET,
+            verbose=False,
+        )
+    model = program.model_proto
+    for key, value in (metadata or {}).items():
+        entry = model.metadata_props.add()
+        entry.key = key
+        entry.value = value if isinstance(value, str) else json.dumps(value)
+    with atomic_path(path) as tmp:
+        onnx.save(model, str(tmp))
+    return model
