@@ -45,15 +45,9 @@ class PixelsToBokeh(nn.Module):
         return pixels
 
 
-def export_onnx(
-    renderer: BokehRenderer,
-    path: str | Path,
-    *,
-    with_weights: bool = False,
-    metadata: dict[str, Any] | None = None,
-) -> onnx.ModelProto:
-    """Export ``renderer`` (eval mode) with dynamic batch, height and width; write it atomically
-    with ``metadata`` as ``metadata_props`` (values that are not strings are JSON-encoded)."""
+def trace_onnx(renderer: BokehRenderer, *, with_weights: bool = False) -> onnx.ModelProto:
+    """Export ``renderer`` (eval mode) with dynamic batch, height and width; the ONNX model in
+    memory, without metadata."""
     renderer = renderer.eval()
     module = PixelsToBokeh(renderer, with_weights).eval()
     min_side = renderer.config.min_input_side
@@ -62,7 +56,6 @@ def export_onnx(
     width = torch.export.Dim("width", min=min_side, max=MAX_SIDE)
     # A sample that specialises nothing: batch 2, sides that differ and are not network sizes.
     sample = torch.randint(0, 256, (2, min_side + 61, min_side + 93, 3), dtype=torch.uint8)
-    outputs = [OUTPUT_NAME, WEIGHTS_NAME] if with_weights else [OUTPUT_NAME]
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
@@ -71,11 +64,28 @@ def export_onnx(
             dynamo=True,
             dynamic_shapes=({0: batch, 1: height, 2: width},),
             input_names=[INPUT_NAME],
-            output_names=outputs,
+            output_names=output_names(with_weights),
             opset_version=OPSET,
             verbose=False,
         )
-    model = program.model_proto
+    return program.model_proto
+
+
+def output_names(with_weights: bool) -> list[str]:
+    """The graph's outputs: the bokeh image, then the weight maps when asked for."""
+    return [OUTPUT_NAME, WEIGHTS_NAME] if with_weights else [OUTPUT_NAME]
+
+
+def export_onnx(
+    renderer: BokehRenderer,
+    path: str | Path,
+    *,
+    with_weights: bool = False,
+    metadata: dict[str, Any] | None = None,
+) -> onnx.ModelProto:
+    """Export ``renderer`` (see ``trace_onnx``) and write it atomically with ``metadata`` as
+    ``metadata_props`` (values that are not strings are JSON-encoded)."""
+    model = trace_onnx(renderer, with_weights=with_weights)
     for key, value in (metadata or {}).items():
         entry = model.metadata_props.add()
         entry.key = key

@@ -1,0 +1,285 @@
+"""The checks every export passes before it is written: onnx.checker (full check), strict shape
+inference, static graph rules that TensorRT needs, and ONNX Runtime against the PyTorch render on
+real photos (scikit-image's) at several sizes, a portrait and odd ones included.
+
+``compare_with_reference`` is the reusable piece: render photos with the PyTorch reference and
+with an ONNX Runtime session, and judge them with ``dbsi.export.parity``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from onnx import TensorProto, numpy_helper
+
+from dbsi.export.metadata import model_metadata
+from dbsi.export.onnx_graph import INPUT_NAME, OUTPUT_NAME, WEIGHTS_NAME, PixelsToBokeh
+from dbsi.export.parity import PARITY_THRESHOLDS, parity_failures, parity_stats
+from dbsi.train.render import BokehRenderer
+
+MIN_OPSET = 17
+
+
+class CheckFailed(Exception):
+    """An export failed its checks; ``report`` says which and by how much."""
+
+    def __init__(self, report: CheckReport) -> None:
+        super().__init__(report.summary())
+        self.report = report
+
+
+@dataclasses.dataclass
+class CheckReport:
+    """Named check results, in the order they ran."""
+
+    source: str
+    results: list[tuple[str, bool, str]] = dataclasses.field(default_factory=list)
+    parity: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+    def add(self, name: str, problems: list[str], detail: str = "") -> None:
+        self.results.append((name, not problems, "; ".join(problems) or detail))
+
+    @property
+    def passed(self) -> bool:
+        return all(ok for _, ok, _ in self.results)
+
+    def failed_names(self) -> list[str]:
+        return [name for name, ok, _ in self.results if not ok]
+
+    def lines(self) -> list[str]:
+        return [
+            f"  {'ok  ' if ok else 'FAIL'} {name}: {detail}" for name, ok, detail in self.results
+        ]
+
+    def summary(self) -> str:
+        if self.passed:
+            return f"{self.source}: all {len(self.results)} checks passed"
+        return f"{self.source}: checks failed: {', '.join(self.failed_names())}"
+
+
+def check_photos() -> dict[str, np.ndarray]:
+    """Real photos as uint8 BGR batches (N x H x W x 3): square, landscape, portrait, odd sizes,
+    and a batch of two."""
+    try:
+        from skimage import data
+    except ImportError as exc:
+        raise RuntimeError(
+            "the parity checks need scikit-image's sample photos: pip install scikit-image"
+        ) from exc
+    astronaut = data.astronaut()
+    coffee = data.coffee()
+    chelsea = data.chelsea()
+    motorcycle = data.stereo_motorcycle()[0]
+    rgb = {
+        "astronaut 512x512": astronaut[None],
+        "coffee portrait 600x400": coffee.transpose(1, 0, 2)[None],
+        "motorcycle crop 333x517": motorcycle[100:433, 150:667][None],
+        "chelsea 300x451": chelsea[None],
+        "batch of 2 400x600": np.stack([coffee, motorcycle[50:450, 70:670]]),
+    }
+    return {name: np.ascontiguousarray(batch[..., ::-1]) for name, batch in rgb.items()}
+
+
+def reference_render(
+    renderer: BokehRenderer, batch_bgr: np.ndarray, with_weights: bool = False
+) -> dict[str, np.ndarray]:
+    """The PyTorch render of a uint8 BGR batch through the same pixel wrapper the graph holds:
+    ``{"bokeh": uint8 NHWC BGR}`` plus ``"weights"`` when asked for."""
+    module = PixelsToBokeh(renderer.eval(), with_weights=True)
+    with torch.no_grad():
+        pixels, weights = module(torch.from_numpy(batch_bgr))
+    out = {OUTPUT_NAME: pixels.numpy()}
+    if with_weights:
+        out[WEIGHTS_NAME] = weights.numpy()
+    return out
+
+
+def onnx_session(path: str | Path) -> ort.InferenceSession:
+    """An ONNX Runtime CPU session for ``path``."""
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def compare_with_reference(
+    session: ort.InferenceSession,
+    renderer: BokehRenderer,
+    photos: dict[str, np.ndarray],
+    precision: str,
+) -> list[dict[str, Any]]:
+    """Run every photo batch through ``session`` and the PyTorch ``renderer``; one row per
+    batch: ``name``, ``shape``, the ``parity_stats`` of the bokeh image, ``weights_max_abs_error``
+    (None when the graph has no weights output), ``failures`` and ``passed`` under
+    ``PARITY_THRESHOLDS[precision]``."""
+    outputs = [o.name for o in session.get_outputs()]
+    with_weights = WEIGHTS_NAME in outputs
+    rows = []
+    for name, batch in photos.items():
+        got = dict(zip(outputs, session.run(None, {INPUT_NAME: batch})))
+        want = reference_render(renderer, batch, with_weights)
+        stats = parity_stats(want[OUTPUT_NAME], got[OUTPUT_NAME])
+        failures = parity_failures(stats, precision)
+        weights_error = None
+        if with_weights:
+            weights_error = float(np.abs(want[WEIGHTS_NAME] - got[WEIGHTS_NAME]).max())
+            limit = PARITY_THRESHOLDS[precision]["weights_max_abs_error"]
+            if weights_error > limit:
+                failures.append(f"weight maps off by {weights_error:.2e} > {limit:.0e}")
+        rows.append(
+            {
+                "name": name,
+                "shape": list(batch.shape),
+                **stats,
+                "weights_max_abs_error": weights_error,
+                "failures": failures,
+                "passed": not failures,
+            }
+        )
+    return rows
+
+
+def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value":
+                    values[node.output[0]] = numpy_helper.to_array(attr.t)
+    return values
+
+
+def static_graph_problems(model: onnx.ModelProto, min_input_side: int) -> list[str]:
+    """What TensorRT would reject or get wrong: opset < 17, antialiased Resize, Resize by
+    non-constant or fractional scales (a computed size must use ``sizes``; exact integer
+    upsampling by constant scales is safe), Pad with shape-dependent pads or a reflect pad that
+    could reach the input's own size."""
+    problems = []
+    opset = max(
+        (imp.version for imp in model.opset_import if imp.domain in ("", "ai.onnx")), default=0
+    )
+    if opset < MIN_OPSET:
+        problems.append(f"opset {opset} < {MIN_OPSET}")
+    constants = _constants(model)
+    for node in model.graph.node:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type == "Resize":
+            if attrs.get("antialias", 0) == 1:
+                problems.append(f"{node.name}: Resize with antialias=1")
+            scales = node.input[2] if len(node.input) > 2 else ""
+            sizes = node.input[3] if len(node.input) > 3 else ""
+            if scales and not sizes:
+                value = constants.get(scales)
+                if value is None or not np.all(value == np.round(value)):
+                    problems.append(f"{node.name}: Resize by scales instead of sizes")
+        elif node.op_type == "Pad":
+            pads = constants.get(node.input[1]) if len(node.input) > 1 else None
+            if pads is None:
+                problems.append(f"{node.name}: Pad with shape-dependent pads")
+            elif attrs.get("mode", b"constant") == b"reflect" and pads.max() >= min_input_side:
+                problems.append(
+                    f"{node.name}: reflect pad {int(pads.max())} reaches the minimum input "
+                    f"side {min_input_side}"
+                )
+    return problems
+
+
+def io_problems(model: onnx.ModelProto, outputs: list[str]) -> list[str]:
+    """The graph's I/O against the contract: ``image`` uint8 N x H x W x 3 in, the metadata's
+    outputs out, ``bokeh`` uint8 and ``weights`` float32."""
+    problems = []
+    inputs = [(i.name, i.type.tensor_type) for i in model.graph.input]
+    if [name for name, _ in inputs] != [INPUT_NAME]:
+        problems.append(f"inputs are {[name for name, _ in inputs]}, expected ['{INPUT_NAME}']")
+    else:
+        tensor = inputs[0][1]
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
+        if tensor.elem_type != TensorProto.UINT8 or len(dims) != 4 or dims[3] != 3:
+            problems.append(f"input is not uint8 N x H x W x 3 (type {tensor.elem_type}, {dims})")
+        elif any(d is not None for d in dims[:3]):
+            problems.append(f"input batch, height and width are not all dynamic: {dims}")
+    names = [o.name for o in model.graph.output]
+    if names != outputs:
+        problems.append(f"outputs are {names}, metadata says {outputs}")
+    expected = {OUTPUT_NAME: TensorProto.UINT8, WEIGHTS_NAME: TensorProto.FLOAT}
+    for output in model.graph.output:
+        want = expected.get(output.name)
+        if want is not None and output.type.tensor_type.elem_type != want:
+            problems.append(f"output {output.name} has element type {output.type.tensor_type}")
+    return problems
+
+
+def _problems_of(call) -> list[str]:
+    try:
+        call()
+    except Exception as exc:  # the checker and shape inference raise several error types
+        return [f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"]
+    return []
+
+
+def run_checks(
+    path: str | Path,
+    renderer: BokehRenderer | None,
+    photos: dict[str, np.ndarray] | None = None,
+) -> CheckReport:
+    """Every check on the ONNX at ``path``; parity needs the ``renderer`` it was exported from
+    (None runs the graph on the photos without judging the pixels). Returns the report; raises
+    ``CheckFailed`` carrying it when a check fails."""
+    path = Path(path)
+    model = onnx.load(str(path))
+    metadata = model_metadata(model, str(path))
+    precision = metadata["dbsi.precision"]
+    report = CheckReport(str(path))
+    report.add(
+        "onnx.checker (full)", _problems_of(lambda: onnx.checker.check_model(str(path), True))
+    )
+    report.add(
+        "shape inference (strict)",
+        _problems_of(lambda: onnx.shape_inference.infer_shapes(model, True, True)),
+    )
+    report.add("graph I/O", io_problems(model, json.loads(metadata["dbsi.outputs"])))
+    report.add(
+        "TensorRT graph rules",
+        static_graph_problems(model, int(metadata["dbsi.min_input_side"])),
+        f"opset >= {MIN_OPSET}, no antialias, resize by sizes, constant pads",
+    )
+    photos = check_photos() if photos is None else photos
+    try:
+        session = onnx_session(path)
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+        report.add("ONNX Runtime session", [str(exc).splitlines()[0]])
+        return _finish(report)
+    if renderer is None:
+        problems = []
+        for name, batch in photos.items():
+            out = session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
+            if out.shape != batch.shape or out.dtype != np.uint8:
+                problems.append(f"{name}: output {out.dtype} {out.shape}")
+        report.add("ONNX Runtime runs", problems, f"{len(photos)} photo batches, parity not judged")
+        return _finish(report)
+    rows = compare_with_reference(session, renderer, photos, precision)
+    report.parity = rows
+    for row in rows:
+        report.add(f"{precision} parity, {row['name']}", row["failures"], format_parity(row))
+    return _finish(report)
+
+
+def _finish(report: CheckReport) -> CheckReport:
+    if not report.passed:
+        raise CheckFailed(report)
+    return report
+
+
+def format_parity(row: dict[str, Any]) -> str:
+    """One line of parity numbers."""
+    text = (
+        f"max {row['max_abs_error']} levels, {row['share_over_1_level']:.4%} > 1 level, "
+        f"PSNR {row['psnr_db']:.1f} dB"
+    )
+    if row.get("weights_max_abs_error") is not None:
+        text += f", weights max {row['weights_max_abs_error']:.1e}"
+    return text
