@@ -1,0 +1,177 @@
+"""The one small interface every inference backend implements, and the dispatch that opens one.
+
+A backend takes a batch of decoded pixels exactly as OpenCV gives them (uint8, N x H x W x 3,
+BGR) and returns the graph's outputs by name (``bokeh``: uint8 N x H x W x 3 BGR; optionally
+``weights``: float32 N x (n+1) x H x W). Model facts (config, accepted sizes, precision) come
+from the artefact's ``dbsi.*`` metadata, never from this code.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ONNX_FORMAT = "dbsi-onnx"
+ONNX_FORMAT_VERSION = "1"
+BACKENDS = ("auto", "onnxruntime", "tensorrt")
+# What the runtime feeds every graph: it decodes with OpenCV and never converts.
+EXPECTED_LAYOUT = {"dbsi.layout": "NHWC", "dbsi.color_order": "BGR", "dbsi.input_dtype": "uint8"}
+
+
+class BackendError(RuntimeError):
+    """The model cannot be opened here: bad artefact, missing library or device, refused engine.
+
+    The message is one line that names the file and the problem."""
+
+
+def check_dbsi_metadata(metadata: dict[str, str], source: str) -> dict[str, str]:
+    """Return the ``dbsi.*`` entries of ``metadata``; BackendError when they are missing or
+    describe a graph this runtime cannot feed."""
+    dbsi = {k: v for k, v in metadata.items() if k.startswith("dbsi.")}
+    if dbsi.get("dbsi.format") != ONNX_FORMAT:
+        raise BackendError(
+            f"{source}: not a DBSI model (no 'dbsi.format' = '{ONNX_FORMAT}' in its metadata); "
+            "export it with bokeh-export"
+        )
+    version = dbsi.get("dbsi.format_version")
+    if version != ONNX_FORMAT_VERSION:
+        raise BackendError(
+            f"{source}: DBSI ONNX format version {version!r} is not supported "
+            f"(this runtime reads version {ONNX_FORMAT_VERSION})"
+        )
+    for key, expected in EXPECTED_LAYOUT.items():
+        if dbsi.get(key) != expected:
+            raise BackendError(
+                f"{source}: {key} is {dbsi.get(key)!r}, this runtime feeds {expected}"
+            )
+    for key in ("dbsi.min_input_side", "dbsi.max_input_side", "dbsi.outputs", "dbsi.config"):
+        if key not in dbsi:
+            raise BackendError(f"{source}: metadata entry {key} is missing")
+    try:
+        int(dbsi["dbsi.min_input_side"]), int(dbsi["dbsi.max_input_side"])
+        outputs = json.loads(dbsi["dbsi.outputs"])
+        json.loads(dbsi["dbsi.config"])
+    except ValueError as exc:
+        raise BackendError(f"{source}: malformed dbsi metadata ({exc})") from exc
+    if not isinstance(outputs, list) or "bokeh" not in outputs:
+        raise BackendError(f"{source}: dbsi.outputs {outputs!r} does not list 'bokeh'")
+    return dbsi
+
+
+def describe_shape_problem(
+    shape: Sequence[int], low: Sequence[int], high: Sequence[int]
+) -> str | None:
+    """Reason why an N x H x W x C ``shape`` falls outside ``low``..``high`` (inclusive, per
+    dimension), or None when it fits."""
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 4 or shape[3] != 3:
+        return f"batch shape {shape} is not N x H x W x 3"
+    n, h, w, _ = shape
+    if not low[0] <= n <= high[0]:
+        return f"batch of {n} is outside the accepted {low[0]}..{high[0]}"
+    for label, side, lo, hi in (("height", h, low[1], high[1]), ("width", w, low[2], high[2])):
+        if not lo <= side <= hi:
+            return f"{label} {side} is outside the accepted {lo}..{hi} (image {h}x{w})"
+    return None
+
+
+class Backend(abc.ABC):
+    """An opened model: run batches of uint8 N x H x W x 3 BGR pixels."""
+
+    #: e.g. "onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt"
+    name: str
+    #: the artefact's ``dbsi.*`` metadata (strings, JSON where ARTEFACTS.md says so)
+    metadata: dict[str, str]
+    #: output names, in the graph's order
+    outputs: list[str]
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The render config the artefact carries (``dbsi.config``)."""
+        return json.loads(self.metadata["dbsi.config"])
+
+    @property
+    def precision(self) -> str:
+        return self.metadata.get("dbsi.precision", "fp32")
+
+    @property
+    @abc.abstractmethod
+    def device(self) -> str:
+        """Where the graph runs, in words (e.g. "CPU", "NVIDIA H100 80GB HBM3")."""
+
+    @abc.abstractmethod
+    def accepts(self, shape: Sequence[int]) -> str | None:
+        """None when a batch of this N x H x W x 3 shape can run, else the reason it cannot."""
+
+    @abc.abstractmethod
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Run one uint8 N x H x W x 3 BGR batch; returns every output by name."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the session or engine and its memory."""
+
+    def check_batch(self, batch: np.ndarray) -> None:
+        """ValueError when ``batch`` is not something ``run`` can take."""
+        if not isinstance(batch, np.ndarray) or batch.dtype != np.uint8:
+            raise ValueError(f"{self.name}: batch must be a uint8 numpy array")
+        reason = self.accepts(batch.shape)
+        if reason is not None:
+            raise ValueError(f"{self.name}: {reason}")
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} on {self.device}, outputs {self.outputs}>"
+
+
+def open_backend(
+    path: str | Path,
+    backend: str = "auto",
+    provider: str | None = None,
+    allow_host_code: bool = False,
+) -> Backend:
+    """Open a model for inference.
+
+    ``.onnx`` runs on ONNX Runtime (``provider``: "cpu", "cuda", "tensorrt" or None for the best
+    one available); ``.engine`` runs on native TensorRT, loaded only with its
+    ``model.engine.json`` sidecar. ``allow_host_code`` permits version-compatible engines,
+    whose loading runs code shipped inside the engine. Raises BackendError.
+    """
+    path = Path(path)
+    if backend not in BACKENDS:
+        raise BackendError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
+    if not path.is_file():
+        raise BackendError(f"{path}: no such model file")
+    suffix = path.suffix.lower()
+    if backend == "auto":
+        if suffix == ".onnx":
+            backend = "onnxruntime"
+        elif suffix in (".engine", ".plan", ".trt"):
+            backend = "tensorrt"
+        else:
+            raise BackendError(
+                f"{path}: unknown model type {suffix!r} (expected .onnx or .engine); "
+                "name the backend with --backend"
+            )
+    if backend == "onnxruntime":
+        from dbsi.runtime.onnxruntime_backend import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(path, provider=provider)
+    if provider is not None:
+        raise BackendError(
+            f"{path}: --provider applies to ONNX Runtime; the tensorrt backend runs the engine "
+            "natively"
+        )
+    from dbsi.runtime.tensorrt_backend import TensorRTBackend
+
+    return TensorRTBackend(path, allow_host_code=allow_host_code)

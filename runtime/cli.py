@@ -1,0 +1,173 @@
+"""``bokeh-run``: render bokeh for many pictures with an exported model (ONNX or TensorRT)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+from tqdm import tqdm
+
+from dbsi.runtime.backend import BACKENDS, BackendError, open_backend
+from dbsi.runtime.images import DEFAULT_QUALITY
+from dbsi.runtime.onnxruntime_backend import PROVIDERS
+from dbsi.runtime.pipeline import RunOptions, plan_jobs, remove_stale_partials, run_jobs
+from dbsi.runtime.sources import collect_sources, parse_shard, select_shard
+
+FORMATS = ("jpg", "jpeg", "png", "tif", "tiff", "webp", "bmp")
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _report(line: str) -> None:
+    tqdm.write(line, file=sys.stderr)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("inputs", nargs=-1)
+@click.option(
+    "--out",
+    "-o",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output folder; the input tree is mirrored below it.",
+)
+@click.option(
+    "--list",
+    "list_files",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Text file of input paths, one a line (same as @FILE among INPUTS).",
+)
+@click.option(
+    "--backend",
+    "backend_name",
+    type=click.Choice(BACKENDS),
+    default="auto",
+    show_default=True,
+    help="auto: ONNX Runtime for .onnx, native TensorRT for .engine.",
+)
+@click.option(
+    "--provider",
+    type=click.Choice(tuple(PROVIDERS)),
+    default=None,
+    help="ONNX Runtime execution provider (default: the best available, tensorrt > cuda > cpu).",
+)
+@click.option(
+    "--batch",
+    type=click.IntRange(1, 256),
+    default=1,
+    show_default=True,
+    help="Pictures per inference call; only same-size pictures share a batch.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default=None,
+    help="Output format (default: the input's).",
+)
+@click.option(
+    "--quality",
+    type=click.IntRange(1, 100),
+    default=DEFAULT_QUALITY,
+    show_default=True,
+    help="JPEG / WebP quality.",
+)
+@click.option("--skip-existing", is_flag=True, help="Skip pictures whose output exists (resume).")
+@click.option("--shard", default=None, help="i/n: render only this machine's share (0-based).")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=min(4, os.cpu_count() or 1),
+    show_default=True,
+    help="Decode threads and encode threads (each).",
+)
+@click.option(
+    "--save-weights",
+    is_flag=True,
+    help="Also write NAME.weights.png, the weight maps in colour (needs a model exported "
+    "with its weights output).",
+)
+@click.option(
+    "--allow-host-code",
+    is_flag=True,
+    help="Load version-compatible TensorRT engines (loading them runs code in the engine).",
+)
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def main(
+    model: Path,
+    inputs: tuple[str, ...],
+    out_dir: Path,
+    list_files: tuple[Path, ...],
+    backend_name: str,
+    provider: str | None,
+    batch: int,
+    fmt: str | None,
+    quality: int,
+    skip_existing: bool,
+    shard: str | None,
+    workers: int,
+    save_weights: bool,
+    allow_host_code: bool,
+    no_progress: bool,
+) -> None:
+    """Render synthetic bokeh for every picture in INPUTS with MODEL (.onnx or .engine).
+
+    INPUTS are files, folders (searched recursively), glob patterns (quote them; ** recurses)
+    or @LIST files. Outputs mirror the input tree under --out and are written atomically.
+
+    Exit status: 0 all rendered, 1 some pictures failed (each is reported with the reason),
+    2 bad usage, unusable model or missing backend.
+    """
+    if not inputs and not list_files:
+        raise click.UsageError("give at least one input (file, folder, glob or @list)")
+    try:
+        shard_index, shard_count = parse_shard(shard) if shard else (0, 1)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--shard") from exc
+    try:
+        backend = open_backend(model, backend_name, provider, allow_host_code)
+    except BackendError as exc:
+        click.echo(f"bokeh-run: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    with backend:
+        if save_weights and "weights" not in backend.outputs:
+            click.echo(
+                f"bokeh-run: {model}: --save-weights needs a model exported with its 'weights' "
+                "output (bokeh-export onnx --with-weights)",
+                err=True,
+            )
+            sys.exit(EXIT_USAGE)
+        sources, problems = collect_sources(inputs, list_files, out_dir)
+        sources = select_shard(sources, shard_index, shard_count)
+        jobs, plan_problems = plan_jobs(sources, out_dir, fmt, save_weights)
+        problems += plan_problems
+        if not jobs and not problems:
+            click.echo("bokeh-run: no input images found", err=True)
+            sys.exit(EXIT_USAGE)
+        for problem in problems:
+            _report(f"FAILED {problem.path}: {problem.reason}")
+        removed = remove_stale_partials(jobs)
+        if removed:
+            _report(f"removed {removed} incomplete file(s) left by an interrupted run")
+        share = f" (shard {shard_index}/{shard_count})" if shard else ""
+        _report(
+            f"bokeh-run: {len(jobs)} picture(s){share} on {backend.name} ({backend.device}, "
+            f"{backend.precision}), batch {batch}, {workers} worker(s)"
+        )
+        options = RunOptions(
+            batch=batch,
+            quality=quality,
+            skip_existing=skip_existing,
+            workers=workers,
+            save_weights=save_weights,
+            progress=not no_progress,
+        )
+        summary = run_jobs(backend, jobs, options, _report)
+    summary.failed += len(problems)
+    summary.failures[:0] = problems
+    click.echo(summary.line())
+    sys.exit(EXIT_SOME_FAILED if summary.failed else EXIT_OK)

@@ -1,0 +1,155 @@
+"""What to render and where each result goes.
+
+Inputs are files, folders (searched recursively), glob patterns (``**`` recurses) and list
+files (``@list.txt`` or ``--list list.txt``, one path a line, relative to the list's folder).
+Each input keeps the path below its root, and the output mirrors it under ``--out``:
+``photos/a/b.jpg`` given as the folder ``photos`` becomes ``OUT/a/b.jpg``; a file given by
+name lands directly in ``OUT``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import hashlib
+import os
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path, PurePath
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp")
+GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """One input image: where it is, and its path relative to the root it was found under."""
+
+    path: Path
+    relative: PurePath
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """An input that cannot be rendered, with the reason (reported, never dropped silently)."""
+
+    path: str
+    reason: str
+
+
+def is_image_name(path: str | PurePath) -> bool:
+    return PurePath(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _walk(root: Path, exclude: Path | None) -> Iterator[Path]:
+    """Image files below ``root``, skipping ``exclude`` (the output folder) and hidden files
+    (an interrupted write's temporary ``.name.xxx.partial.jpg`` among them)."""
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        folder_path = Path(folder)
+        dirs[:] = sorted(
+            d
+            for d in dirs
+            if not d.startswith(".") and (exclude is None or (folder_path / d).resolve() != exclude)
+        )
+        for name in sorted(files):
+            if not name.startswith(".") and is_image_name(name):
+                yield folder_path / name
+
+
+def _glob_root(pattern: str) -> Path:
+    """The folder part of a glob pattern before its first wildcard."""
+    parts = PurePath(pattern).parts
+    fixed = []
+    for part in parts[:-1]:
+        if GLOB_CHARS.search(part):
+            break
+        fixed.append(part)
+    return Path(*fixed) if fixed else Path(".")
+
+
+def _read_list(list_file: Path) -> tuple[list[str], list[Problem]]:
+    try:
+        text = list_file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return [], [Problem(str(list_file), f"cannot read the list file ({exc})")]
+    entries = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            entries.append(line)
+    return entries, []
+
+
+def _expand(spec: str, base: Path, exclude: Path | None) -> tuple[list[Source], list[Problem]]:
+    """Sources for one input spec (file, folder or glob), relative to ``base`` if not absolute."""
+    path = Path(spec) if Path(spec).is_absolute() else base / spec
+    if GLOB_CHARS.search(spec) and not path.exists():
+        root = _glob_root(str(path))
+        found = sorted(Path(p) for p in glob.glob(str(path), recursive=True))
+        sources = []
+        for p in found:
+            if p.is_dir():
+                sources += [Source(f, f.relative_to(root)) for f in _walk(p, exclude)]
+            elif is_image_name(p) and not p.name.startswith("."):
+                sources.append(Source(p, p.relative_to(root)))
+        if not sources:
+            return [], [Problem(spec, "the pattern matches no image")]
+        return sources, []
+    if path.is_dir():
+        return [Source(f, f.relative_to(path)) for f in _walk(path, exclude)], []
+    if not path.exists() and not path.is_symlink():
+        return [], [Problem(str(path), "no such file or folder")]
+    if not is_image_name(path):
+        return [], [
+            Problem(str(path), f"not an image name (expected {', '.join(IMAGE_EXTENSIONS)})")
+        ]
+    return [Source(path, PurePath(path.name))], []
+
+
+def collect_sources(
+    inputs: Sequence[str], list_files: Iterable[str | Path] = (), out_dir: str | Path | None = None
+) -> tuple[list[Source], list[Problem]]:
+    """Every input image, once, in a stable order; problems (missing paths, empty patterns,
+    unreadable lists) are returned, not raised. ``@FILE`` in ``inputs`` is a list file."""
+    exclude = Path(out_dir).resolve() if out_dir is not None else None
+    specs: list[tuple[str, Path]] = []
+    problems: list[Problem] = []
+    lists = [Path(f) for f in list_files] + [Path(s[1:]) for s in inputs if s.startswith("@")]
+    specs += [(s, Path(".")) for s in inputs if not s.startswith("@")]
+    for list_file in lists:
+        entries, list_problems = _read_list(list_file)
+        problems += list_problems
+        specs += [(entry, list_file.parent) for entry in entries]
+    sources: list[Source] = []
+    seen: set[Path] = set()
+    for spec, base in specs:
+        found, spec_problems = _expand(spec, base, exclude)
+        problems += spec_problems
+        for source in found:
+            key = source.path.resolve()
+            if key not in seen:
+                seen.add(key)
+                sources.append(source)
+    return sources, problems
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` -> (i, n) with 0 <= i < n; ValueError otherwise."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not match:
+        raise ValueError(f"shard {text!r} is not of the form i/n (e.g. 0/4)")
+    index, count = int(match.group(1)), int(match.group(2))
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"shard {text!r}: need 0 <= i < n")
+    return index, count
+
+
+def shard_of(relative: PurePath, count: int) -> int:
+    """The shard that owns an image: a stable hash of its relative path (POSIX form), so every
+    machine agrees whatever order it lists files in, and adding files moves no other file."""
+    digest = hashlib.sha256(relative.as_posix().encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % count
+
+
+def select_shard(sources: Sequence[Source], index: int, count: int) -> list[Source]:
+    return [s for s in sources if shard_of(s.relative, count) == index]

@@ -1,0 +1,288 @@
+"""Native TensorRT backend: a serialized engine plus its JSON sidecar, run through cuda-python.
+
+The engine is trusted only through its sidecar (docs/ARTEFACTS.md): it must have been built for
+this GPU model and this TensorRT version, and a version-compatible engine (which runs code
+shipped inside it when loaded) needs an explicit ``allow_host_code``. The GPU is checked with
+``cudaGetDeviceCount`` before any TensorRT object exists: on a machine without a driver,
+creating a TensorRT runtime fails and later calls can crash the process.
+
+One stream, pinned host buffers (``cudaMallocHost``) and device buffers that grow to the
+largest batch seen, ``set_input_shape`` / ``get_tensor_shape`` / ``set_tensor_address`` /
+``execute_async_v3`` (TensorRT 10+; the bindings API is gone).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dbsi.runtime.backend import Backend, BackendError, check_dbsi_metadata, describe_shape_problem
+
+SIDECAR_FORMAT = "dbsi-engine-sidecar"
+SIDECAR_FORMAT_VERSION = 1
+INPUT_NAME = "image"
+
+
+def sidecar_path(engine_path: str | Path) -> Path:
+    """``model.engine`` -> ``model.engine.json``."""
+    engine_path = Path(engine_path)
+    return engine_path.with_name(engine_path.name + ".json")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_sidecar(engine_path: str | Path) -> dict[str, Any]:
+    """Load and check the sidecar of ``engine_path``; BackendError naming the file otherwise."""
+    engine_path = Path(engine_path)
+    path = sidecar_path(engine_path)
+    if not path.is_file():
+        raise BackendError(
+            f"{engine_path}: no sidecar {path.name} next to it; an engine is loaded only with "
+            "the sidecar bokeh-export writes (rebuild with: bokeh-export engine)"
+        )
+    try:
+        sidecar = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise BackendError(f"{path}: unreadable sidecar ({exc})") from exc
+    if not isinstance(sidecar, dict) or sidecar.get("format") != SIDECAR_FORMAT:
+        raise BackendError(f"{path}: not a DBSI engine sidecar (format is not '{SIDECAR_FORMAT}')")
+    if sidecar.get("format_version") != SIDECAR_FORMAT_VERSION:
+        raise BackendError(
+            f"{path}: sidecar format version {sidecar.get('format_version')!r} is not supported "
+            f"(this runtime reads version {SIDECAR_FORMAT_VERSION})"
+        )
+    required = ("tensorrt_version", "gpu_name", "compute_capability", "profile", "onnx_metadata")
+    missing = [k for k in required if k not in sidecar]
+    if missing:
+        raise BackendError(f"{path}: sidecar lacks {', '.join(missing)}")
+    profile = sidecar["profile"]
+    try:
+        for key in ("min", "max"):
+            if len(profile[key]) != 4:
+                raise ValueError(f"profile {key} {profile[key]} is not N x H x W x 3")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BackendError(f"{path}: bad optimisation profile ({exc})") from exc
+    expected_hash = sidecar.get("engine_sha256")
+    if expected_hash and _sha256(engine_path) != expected_hash:
+        raise BackendError(
+            f"{engine_path}: its sha256 differs from the one in {path.name}; the engine and the "
+            "sidecar do not belong together"
+        )
+    return sidecar
+
+
+def _import_cudart():
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError as exc:
+        raise BackendError(
+            "cuda-python is not installed (pip install 'dbsi-bokeh[gpu]'); the tensorrt "
+            "backend needs it"
+        ) from exc
+    return cudart
+
+
+class CudaError(RuntimeError):
+    """A CUDA runtime call returned an error code."""
+
+
+def cuda_call(cudart: Any, result: tuple, what: str) -> Any:
+    """Check the error code that every cuda-python call returns first; return the rest."""
+    err, rest = result[0], result[1:]
+    if err != cudart.cudaError_t.cudaSuccess:
+        name = cudart.cudaGetErrorName(err)[1]
+        name = name.decode() if isinstance(name, bytes) else str(name)
+        raise CudaError(f"{what} failed: {name}")
+    if not rest:
+        return None
+    return rest[0] if len(rest) == 1 else rest
+
+
+def local_gpu(cudart: Any) -> tuple[str, str]:
+    """Name and compute capability of CUDA device 0; BackendError when there is none."""
+    err, count = cudart.cudaGetDeviceCount()
+    if err != cudart.cudaError_t.cudaSuccess or count == 0:
+        name = cudart.cudaGetErrorName(err)[1] if err != cudart.cudaError_t.cudaSuccess else ""
+        name = name.decode() if isinstance(name, bytes) else str(name)
+        raise BackendError(
+            f"no CUDA GPU is visible ({name or '0 devices'}); the tensorrt backend needs one "
+            "(use the .onnx with --backend onnxruntime on this machine)"
+        )
+    props = cuda_call(cudart, cudart.cudaGetDeviceProperties(0), "cudaGetDeviceProperties")
+    gpu_name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
+    return gpu_name.rstrip("\x00").strip(), f"{props.major}.{props.minor}"
+
+
+class _PinnedBuffer:
+    """Pinned host memory and device memory of the same size, grown on demand."""
+
+    def __init__(self, cudart: Any) -> None:
+        self._cudart = cudart
+        self.nbytes = 0
+        self.host_ptr = 0
+        self.device_ptr = 0
+
+    def reserve(self, nbytes: int) -> None:
+        if nbytes <= self.nbytes:
+            return
+        self.free()
+        self.host_ptr = cuda_call(
+            self._cudart, self._cudart.cudaMallocHost(nbytes), "cudaMallocHost"
+        )
+        self.device_ptr = cuda_call(self._cudart, self._cudart.cudaMalloc(nbytes), "cudaMalloc")
+        self.nbytes = nbytes
+
+    def host_view(self, shape: Sequence[int], dtype: np.dtype) -> np.ndarray:
+        """The pinned host memory as a numpy array of ``shape`` (no copy)."""
+        count = int(np.prod(shape)) * dtype.itemsize
+        raw = np.ctypeslib.as_array(
+            ctypes.cast(int(self.host_ptr), ctypes.POINTER(ctypes.c_uint8)), (count,)
+        )
+        return raw.view(dtype).reshape(tuple(shape))
+
+    def free(self) -> None:
+        if self.device_ptr:
+            cuda_call(self._cudart, self._cudart.cudaFree(self.device_ptr), "cudaFree")
+        if self.host_ptr:
+            cuda_call(self._cudart, self._cudart.cudaFreeHost(self.host_ptr), "cudaFreeHost")
+        self.nbytes, self.host_ptr, self.device_ptr = 0, 0, 0
+
+
+class TensorRTBackend(Backend):
+    """A DBSI TensorRT engine, checked against its sidecar and this machine."""
+
+    name = "tensorrt"
+
+    def __init__(self, path: str | Path, allow_host_code: bool = False) -> None:
+        self.path = Path(path)
+        self.sidecar = read_sidecar(self.path)
+        self.metadata = check_dbsi_metadata(dict(self.sidecar["onnx_metadata"]), str(self.path))
+        version_compatible = bool(self.sidecar.get("version_compatible", False))
+        if version_compatible and not allow_host_code:
+            raise BackendError(
+                f"{self.path}: built version-compatible, so loading it runs code shipped inside "
+                "the engine; refused unless --allow-host-code is given"
+            )
+        self._cudart = cudart = _import_cudart()
+        # A device must exist before any TensorRT object is created (DESIGN.md section 4).
+        gpu_name, capability = local_gpu(cudart)
+        if gpu_name != self.sidecar["gpu_name"] or capability != str(
+            self.sidecar["compute_capability"]
+        ):
+            raise BackendError(
+                f"{self.path}: built for {self.sidecar['gpu_name']} (compute capability "
+                f"{self.sidecar['compute_capability']}), this machine has {gpu_name} "
+                f"({capability}); rebuild the engine here with bokeh-export engine"
+            )
+        try:
+            import tensorrt as trt
+        except ImportError as exc:
+            raise BackendError(
+                "tensorrt is not installed (see the README's TensorRT install section); the "
+                "tensorrt backend needs it"
+            ) from exc
+        if trt.__version__ != self.sidecar["tensorrt_version"] and not version_compatible:
+            raise BackendError(
+                f"{self.path}: built with TensorRT {self.sidecar['tensorrt_version']}, this "
+                f"machine has TensorRT {trt.__version__}; rebuild the engine here"
+            )
+        self._trt = trt
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        self._runtime = trt.Runtime(self._logger)
+        if version_compatible:
+            self._runtime.engine_host_code_allowed = True
+        self._engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
+        if self._engine is None:
+            raise BackendError(f"{self.path}: TensorRT could not deserialize the engine")
+        self._context = self._engine.create_execution_context()
+        if self._context is None:
+            raise BackendError(f"{self.path}: TensorRT could not create an execution context")
+        names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
+        inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        if inputs != [INPUT_NAME]:
+            raise BackendError(f"{self.path}: expected one input '{INPUT_NAME}', found {inputs}")
+        self.outputs = [n for n in names if n not in inputs]
+        self._dtypes = {n: np.dtype(trt.nptype(self._engine.get_tensor_dtype(n))) for n in names}
+        if self._dtypes[INPUT_NAME] != np.uint8:
+            raise BackendError(f"{self.path}: input '{INPUT_NAME}' is not uint8")
+        self._buffers = {n: _PinnedBuffer(cudart) for n in names}
+        self._stream = cuda_call(cudart, cudart.cudaStreamCreate(), "cudaStreamCreate")
+        self._gpu_name = gpu_name
+
+    @property
+    def device(self) -> str:
+        return self._gpu_name
+
+    @property
+    def precision(self) -> str:
+        return str(self.sidecar.get("precision", self.metadata.get("dbsi.precision", "fp32")))
+
+    def accepts(self, shape: Sequence[int]) -> str | None:
+        profile = self.sidecar["profile"]
+        reason = describe_shape_problem(shape, profile["min"][:3], profile["max"][:3])
+        return None if reason is None else f"{reason} of the engine's profile"
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        self.check_batch(batch)
+        cudart, context = self._cudart, self._context
+        if not context.set_input_shape(INPUT_NAME, tuple(batch.shape)):
+            raise RuntimeError(f"{self.path}: TensorRT refused input shape {batch.shape}")
+        shapes = {INPUT_NAME: tuple(batch.shape)}
+        for name in self.outputs:
+            shapes[name] = tuple(context.get_tensor_shape(name))
+        for name, shape in shapes.items():
+            buffer = self._buffers[name]
+            buffer.reserve(int(np.prod(shape)) * self._dtypes[name].itemsize)
+            if not context.set_tensor_address(name, int(buffer.device_ptr)):
+                raise RuntimeError(f"{self.path}: set_tensor_address({name}) failed")
+        source = self._buffers[INPUT_NAME]
+        np.copyto(source.host_view(batch.shape, self._dtypes[INPUT_NAME]), batch)
+        stream = self._stream
+        to_device = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+        to_host = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        cuda_call(
+            cudart,
+            cudart.cudaMemcpyAsync(
+                source.device_ptr, source.host_ptr, batch.nbytes, to_device, stream
+            ),
+            "cudaMemcpyAsync (input)",
+        )
+        if not context.execute_async_v3(int(stream)):
+            raise RuntimeError(f"{self.path}: execute_async_v3 failed")
+        for name in self.outputs:
+            buffer = self._buffers[name]
+            nbytes = int(np.prod(shapes[name])) * self._dtypes[name].itemsize
+            cuda_call(
+                cudart,
+                cudart.cudaMemcpyAsync(buffer.host_ptr, buffer.device_ptr, nbytes, to_host, stream),
+                f"cudaMemcpyAsync ({name})",
+            )
+        cuda_call(cudart, cudart.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
+        # Copies: the pinned buffers are reused by the next batch.
+        return {
+            name: self._buffers[name].host_view(shapes[name], self._dtypes[name]).copy()
+            for name in self.outputs
+        }
+
+    def close(self) -> None:
+        if getattr(self, "_buffers", None) is None:
+            return
+        for buffer in self._buffers.values():
+            buffer.free()
+        cuda_call(self._cudart, self._cudart.cudaStreamDestroy(self._stream), "cudaStreamDestroy")
+        self._buffers = None
+        self._context = None
+        self._engine = None
+        self._runtime = None
