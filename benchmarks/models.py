@@ -1,0 +1,270 @@
+"""What ``--model`` names, turned into things to benchmark.
+
+A checkpoint gives the PyTorch eager fp32 reference (``PixelsToBokeh`` around
+``load_renderer``: the same uint8 NHWC BGR in and out as the ONNX graph) and, when no ONNX is
+named, an ONNX exported from it into a cache folder. An ONNX runs through ``dbsi.runtime`` on
+every ONNX Runtime provider this machine has; an engine runs on native TensorRT. With no model
+at all, a randomly initialised full-width model stands in, and every report says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dbsi.benchmarks.timing import wall_clock
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+ONNX_SUFFIXES = (".onnx",)
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+# ONNX Runtime execution providers by the name dbsi.runtime's open_backend takes.
+ORT_PROVIDERS = {
+    "CPUExecutionProvider": "cpu",
+    "CUDAExecutionProvider": "cuda",
+    "TensorrtExecutionProvider": "tensorrt",
+}
+REFERENCE_NAME = "pytorch-eager-fp32"
+RANDOM_SEED = 0
+
+
+@dataclasses.dataclass
+class Candidate:
+    """One backend running one model: uint8 N x H x W x 3 BGR in, the same out."""
+
+    name: str
+    precision: str
+    config: dict[str, Any]
+    source: str
+    device: str
+    render: Callable[[np.ndarray], np.ndarray]
+    clock: Callable[[Callable[[], Any]], float] = wall_clock
+    is_reference: bool = False
+    close: Callable[[], None] = lambda: None
+    accepts: Callable[[tuple[int, ...]], str | None] = lambda shape: None
+
+
+@dataclasses.dataclass
+class ModelSet:
+    """Everything ``--model`` resolved to, plus what could not be opened and why."""
+
+    candidates: list[Candidate]
+    skipped: list[dict[str, str]]
+    random_weights: bool
+    checkpoint: Path | None
+
+    @property
+    def reference(self) -> Candidate | None:
+        return next((c for c in self.candidates if c.is_reference), None)
+
+    def close(self) -> None:
+        for candidate in self.candidates:
+            candidate.close()
+
+
+def torch_available() -> bool:
+    return importlib.util.find_spec("torch") is not None
+
+
+def torch_reference(renderer: Any, source: str, device: str = "auto") -> Candidate:
+    """The PyTorch eager fp32 render of ``renderer`` (a BokehRenderer), on CUDA when there is
+    one (timed with CUDA events), else CPU. Input and output stay host uint8 arrays, as for
+    every runtime backend, so the copies are inside the timing."""
+    import torch
+
+    from dbsi.benchmarks.timing import cuda_event_clock
+    from dbsi.export.onnx_graph import PixelsToBokeh
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    module = PixelsToBokeh(renderer.float().eval()).to(device).eval()
+    if device == "cuda":
+        # fp32 means fp32: TF32 would change the reference numbers.
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+
+    def render(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            out = module(torch.from_numpy(np.ascontiguousarray(batch)).to(device))
+            return out.cpu().numpy()
+
+    name = torch.cuda.get_device_name() if device == "cuda" else "CPU"
+    return Candidate(
+        name=REFERENCE_NAME,
+        precision="fp32",
+        config=renderer.config.to_dict(),
+        source=source,
+        device=name,
+        render=render,
+        clock=cuda_event_clock if device == "cuda" else wall_clock,
+        is_reference=True,
+    )
+
+
+def runtime_candidate(path: Path, provider: str | None) -> Candidate:
+    """A ``dbsi.runtime`` backend as a candidate (raises BackendError when it cannot open)."""
+    from dbsi.runtime.backend import open_backend
+
+    backend = open_backend(path, provider=provider)
+
+    def render(batch: np.ndarray) -> np.ndarray:
+        return backend.run(batch)["bokeh"]
+
+    return Candidate(
+        name=f"{backend.name}-{backend.precision}",
+        precision=backend.precision,
+        config=backend.config,
+        source=str(path),
+        device=backend.device,
+        render=render,
+        close=backend.close,
+        accepts=backend.accepts,
+    )
+
+
+def ort_providers(gpu_present: bool) -> list[str]:
+    """ONNX Runtime providers to try: CPU always, CUDA and TensorRT only with a GPU (without
+    one they fall back to CPU and would be measured twice)."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return []
+    available = onnxruntime.get_available_providers()
+    names = [ORT_PROVIDERS[p] for p in ORT_PROVIDERS if p in available]
+    return [n for n in names if n == "cpu" or gpu_present]
+
+
+def random_checkpoint(cache: Path, width: float = 1.0) -> Path:
+    """A randomly initialised (seed 0) model of ``width`` saved as a checkpoint in ``cache``."""
+    import torch
+
+    from dbsi.train.checkpoint import save_checkpoint
+    from dbsi.train.config import BokehConfig
+    from dbsi.train.render import BokehRenderer
+
+    path = cache / f"random-width{width:g}-seed{RANDOM_SEED}.pt"
+    if not path.is_file():
+        torch.manual_seed(RANDOM_SEED)
+        save_checkpoint(path, BokehRenderer(BokehConfig(width=width)).eval())
+    return path
+
+
+def cached_onnx(checkpoint: Path, cache: Path) -> Path:
+    """The fp32 ONNX export of ``checkpoint``, made once per checkpoint content."""
+    from dbsi.export.metadata import build_metadata
+    from dbsi.export.onnx_graph import MAX_SIDE, OUTPUT_NAME, export_onnx
+    from dbsi.train.checkpoint import file_sha256, load_renderer, toolkit_version
+
+    digest = file_sha256(checkpoint)
+    path = cache / digest[:16] / "model.onnx"
+    if path.is_file():
+        return path
+    renderer = load_renderer(checkpoint)
+    metadata = build_metadata(
+        renderer.config.to_dict(),
+        min_input_side=renderer.config.min_input_side,
+        max_input_side=MAX_SIDE,
+        outputs=[OUTPUT_NAME],
+        precision="fp32",
+        checkpoint_sha256=digest,
+        toolkit_version=toolkit_version(),
+    )
+    export_onnx(renderer, path, metadata=metadata)
+    return path
+
+
+def classify(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix in CHECKPOINT_SUFFIXES:
+        return "checkpoint"
+    if suffix in ONNX_SUFFIXES:
+        return "onnx"
+    if suffix in ENGINE_SUFFIXES:
+        return "engine"
+    raise ValueError(
+        f"{path}: unknown model type {suffix!r} (a checkpoint .pt/.pth/.ckpt, an .onnx or an "
+        ".engine)"
+    )
+
+
+def resolve_models(
+    paths: Iterable[str | Path],
+    cache: Path,
+    *,
+    gpu_present: bool,
+    with_reference: bool = True,
+    with_backends: bool = True,
+    mode: str | None = None,
+    log: Callable[[str], None] = print,
+) -> ModelSet:
+    """Open everything ``paths`` names (see the module docstring). ValueError on a path that
+    is missing or of an unknown type; a backend that cannot open here is listed in
+    ``skipped`` with its reason. ``mode`` overrides the checkpoint's render mode."""
+    paths = [Path(p) for p in paths]
+    for path in paths:
+        if not path.is_file():
+            raise ValueError(f"{path}: no such model file")
+    kinds = {path: classify(path) for path in paths}
+    checkpoints = [p for p in paths if kinds[p] == "checkpoint"]
+    if len(checkpoints) > 1:
+        raise ValueError(
+            f"{checkpoints[1]}: give at most one checkpoint (it is the reference the others are "
+            "measured against)"
+        )
+    random_weights = not paths
+    if random_weights:
+        if not torch_available():
+            raise ValueError("no --model given and torch is not installed to make a random one")
+        log("No --model given: benchmarking a RANDOMLY INITIALISED full-width model (seed 0).")
+        checkpoints = [random_checkpoint(cache)]
+    checkpoint = checkpoints[0] if checkpoints else None
+    onnx_files = [p for p in paths if kinds[p] == "onnx"]
+    engines = [p for p in paths if kinds[p] == "engine"]
+    candidates: list[Candidate] = []
+    skipped: list[dict[str, str]] = []
+    if checkpoint is not None and with_reference:
+        if torch_available():
+            candidates.append(
+                torch_reference(reference_renderer(checkpoint, mode), str(checkpoint))
+            )
+        else:
+            skipped.append({"name": REFERENCE_NAME, "reason": "torch is not installed"})
+    if checkpoint is not None and not onnx_files and with_backends and mode is None:
+        log(f"Exporting {checkpoint} to ONNX (cached in {cache}) ...")
+        onnx_files = [cached_onnx(checkpoint, cache)]
+    if with_backends:
+        for path in onnx_files:
+            for provider in ort_providers(gpu_present):
+                candidates.extend(open_or_skip(path, provider, skipped))
+        for path in engines:
+            candidates.extend(open_or_skip(path, None, skipped))
+    return ModelSet(candidates, skipped, random_weights, checkpoint)
+
+
+def reference_renderer(checkpoint: Path, mode: str | None = None) -> Any:
+    """The checkpoint's renderer, with its render mode replaced by ``mode`` when given."""
+    from dbsi.train.checkpoint import read_checkpoint, renderer_from_checkpoint
+
+    payload = read_checkpoint(checkpoint)
+    if mode is not None:
+        payload = {**payload, "config": {**payload["config"], "mode": mode}}
+    return renderer_from_checkpoint(payload, str(checkpoint))
+
+
+def open_or_skip(
+    path: Path, provider: str | None, skipped: list[dict[str, str]]
+) -> list[Candidate]:
+    from dbsi.runtime.backend import BackendError
+
+    label = f"{path.name} ({provider or 'tensorrt'})"
+    try:
+        return [runtime_candidate(path, provider)]
+    except (BackendError, ValueError, ImportError, OSError) as exc:
+        skipped.append(
+            {"name": label, "reason": str(exc).splitlines()[0] if str(exc) else repr(exc)}
+        )
+        return []

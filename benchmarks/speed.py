@@ -1,0 +1,190 @@
+"""``bokeh-bench speed``: latency and throughput of every backend at HD sizes, with and without
+JPEG decode and encode, FLOPs and achieved FLOP/s, and ratios against the reference.
+
+"model" rows time ``render`` on a decoded uint8 batch already in host memory (host copies
+included for GPU backends); "decode+encode" rows time the whole file-to-file path: decode each
+JPEG with OpenCV, stack, render, encode each result as JPEG.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import cv2
+import numpy as np
+
+from dbsi.benchmarks.images import generated_image
+from dbsi.benchmarks.models import Candidate, ModelSet
+from dbsi.benchmarks.timing import PeakMemory, measure, wall_clock
+
+DEFAULT_SIZES = ((1024, 1536), (1024, 1575))
+JPEG_QUALITY = 95
+IO_MODEL = "model"
+IO_CODEC = "decode+encode"
+
+COLUMNS = [
+    ("backend", "backend", ""),
+    ("device", "device", ""),
+    ("size", "size", ""),
+    ("batch", "batch", "d"),
+    ("I/O", "io", ""),
+    ("n", "n", "d"),
+    ("median ms", "median_ms", ".1f"),
+    ("p90 ms", "p90_ms", ".1f"),
+    ("p99 ms", "p99_ms", ".1f"),
+    ("img/s", "images_per_s", ".3f"),
+    ("GFLOP/img", "gflop_per_image", ".1f"),
+    ("GFLOP/s", "achieved_gflop_per_s", ".1f"),
+    ("x ref", "speedup_vs_reference", ".2f"),
+    ("peak RSS MiB", "peak_host_rss_mib", ".0f"),
+    ("peak GPU MiB", "peak_gpu_memory_mib", ".0f"),
+]
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"1024x1536"`` -> (1024, 1536); ValueError otherwise."""
+    parts = text.lower().replace("*", "x").split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise ValueError(f"size {text!r} is not HEIGHTxWIDTH (e.g. 1024x1536)")
+    height, width = (int(p) for p in parts)
+    if height < 1 or width < 1:
+        raise ValueError(f"size {text!r} has a zero side")
+    return height, width
+
+
+def input_batch(height: int, width: int, batch: int) -> np.ndarray:
+    """``batch`` distinct generated images, uint8 N x H x W x 3 BGR."""
+    return np.stack([generated_image(height, width, seed=i) for i in range(batch)])
+
+
+def encode_jpegs(batch: np.ndarray) -> list[bytes]:
+    return [encode_jpeg(image) for image in batch]
+
+
+def encode_jpeg(image: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise RuntimeError("OpenCV could not encode a JPEG")
+    return data.tobytes()
+
+
+def file_to_file(candidate: Candidate, jpegs: Sequence[bytes]) -> list[bytes]:
+    """Decode, render, encode: what a batch job does per batch, minus the disk."""
+    decoded = [cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR) for j in jpegs]
+    return encode_jpegs(candidate.render(np.stack(decoded)))
+
+
+def mib(value: int | None) -> float | None:
+    return None if value is None else value / 2**20
+
+
+def latency_row(
+    candidate: Candidate,
+    stats: Any,
+    memory: PeakMemory,
+    size: tuple[int, int],
+    io: str,
+    flops_per_image: int | None,
+) -> dict[str, Any]:
+    figures = stats.to_dict()
+    row: dict[str, Any] = {
+        "backend": candidate.name,
+        "device": candidate.device,
+        "precision": candidate.precision,
+        "source": candidate.source,
+        "size": f"{size[0]}x{size[1]}",
+        "height": size[0],
+        "width": size[1],
+        "io": io,
+        **figures,
+        "median_ms": figures["median_s"] * 1e3,
+        "p90_ms": figures["p90_s"] * 1e3,
+        "p99_ms": figures["p99_s"] * 1e3,
+        "flops_per_image": flops_per_image,
+        "gflop_per_image": None if flops_per_image is None else flops_per_image / 1e9,
+        "achieved_gflop_per_s": None
+        if flops_per_image is None
+        else flops_per_image * figures["batch"] / figures["median_s"] / 1e9,
+        **memory.to_dict(),
+        "peak_host_rss_mib": mib(memory.peak_rss),
+        "peak_gpu_memory_mib": mib(memory.peak_gpu),
+        "is_reference": candidate.is_reference,
+    }
+    return row
+
+
+def flops_at(config: dict[str, Any], height: int, width: int) -> int | None:
+    """Render FLOPs per image at this size, None when torch (the counter) is not installed."""
+    try:
+        from dbsi.benchmarks.flops import render_flops
+        from dbsi.train.config import BokehConfig
+    except ImportError:
+        return None
+    return render_flops(BokehConfig.from_dict(config), height, width)
+
+
+def add_ratios(rows: list[dict[str, Any]]) -> None:
+    """``speedup_vs_reference`` = reference median / this median, within the same size, batch
+    and I/O; the reference is the PyTorch row, else the first backend measured."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["size"], row["batch"], row["io"]), []).append(row)
+    for group in groups.values():
+        reference = next((r for r in group if r["is_reference"]), group[0])
+        for row in group:
+            row["reference_backend"] = reference["backend"]
+            row["speedup_vs_reference"] = reference["median_s"] / row["median_s"]
+
+
+def run_speed(
+    models: ModelSet,
+    sizes: Sequence[tuple[int, int]],
+    batches: Sequence[int],
+    *,
+    repeats: int,
+    warmup: int,
+    with_codec: bool = True,
+    progress: Callable[[], None] | None = None,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """One row per backend, size, batch and I/O mode (see the module docstring)."""
+    rows: list[dict[str, Any]] = []
+    for height, width in sizes:
+        for batch_size in batches:
+            batch = input_batch(height, width, batch_size)
+            jpegs = encode_jpegs(batch) if with_codec else []
+            for candidate in models.candidates:
+                reason = candidate.accepts(batch.shape)
+                if reason is not None:
+                    where = f"{height}x{width} batch {batch_size}"
+                    log(f"{candidate.name}: skipped at {where}: {reason}")
+                    continue
+                flops = flops_at(candidate.config, height, width)
+                with PeakMemory() as memory:
+                    stats = measure(
+                        lambda c=candidate, b=batch: c.render(b),
+                        batch=batch_size,
+                        repeats=repeats,
+                        warmup=warmup,
+                        clock=candidate.clock,
+                        progress=progress,
+                    )
+                    codec = None
+                    if with_codec:
+                        # Already warm: the codec path reuses the warmed-up backend.
+                        codec = measure(
+                            lambda c=candidate, j=jpegs: file_to_file(c, j),
+                            batch=batch_size,
+                            repeats=repeats,
+                            warmup=0,
+                            clock=wall_clock,
+                            progress=progress,
+                        )
+                rows.append(latency_row(candidate, stats, memory, (height, width), IO_MODEL, flops))
+                if codec is not None:
+                    rows.append(
+                        latency_row(candidate, codec, memory, (height, width), IO_CODEC, flops)
+                    )
+    add_ratios(rows)
+    return rows
