@@ -60,6 +60,44 @@ def exif_orientation(exif: bytes) -> int:
     return 1
 
 
+def jpeg_is_truncated(data: bytes) -> bool:
+    """True when a JPEG stream ends before its end-of-image marker.
+
+    Walks the marker segments (skipping entropy-coded scans), so an EXIF thumbnail's own
+    end marker or bytes appended after the image do not mislead it. Some OpenCV builds decode
+    a truncated JPEG into a picture with a grey bottom and only a warning; this catches it.
+    """
+    pos, size = 2, len(data)
+    while pos + 1 < size:
+        if data[pos] != 0xFF:
+            return False  # not a marker where one must be: corrupt, left to the decoder
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0xD9:
+            return False
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
+            pos += 2
+            continue
+        if pos + 4 > size:
+            return True
+        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if marker == 0xDA:  # start of scan: entropy-coded data runs to the next marker
+            while True:
+                pos = data.find(b"\xff", pos)
+                if pos < 0 or pos + 1 >= size:
+                    return True
+                following = data[pos + 1]
+                if following == 0x00 or 0xD0 <= following <= 0xD7:  # stuffed byte or restart
+                    pos += 2
+                elif following == 0xFF:
+                    pos += 1
+                else:
+                    break
+    return True
+
+
 def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
     """Turn stored pixels into the picture as it should be viewed (EXIF orientation 1..8)."""
     if orientation == 2:
@@ -84,6 +122,8 @@ def decode_image(data: bytes) -> Picture:
     take."""
     if not data:
         raise ImageError("empty file (0 bytes)")
+    if data[:2] == b"\xff\xd8" and jpeg_is_truncated(data):
+        raise ImageError("truncated JPEG (the data ends before its end-of-image marker)")
     buffer = np.frombuffer(data, dtype=np.uint8)
     image, kinds, blocks = cv2.imdecodeWithMetadata(buffer, flags=cv2.IMREAD_UNCHANGED)
     if image is None or image.size == 0:
