@@ -1,0 +1,309 @@
+"""``bokeh-export``: checkpoint -> ONNX (fp32 or fp16, checked) -> TensorRT engine; ``check`` and
+``info`` for existing artefacts.
+
+Exit codes: 0 ok, 1 checks or the build failed, 2 bad input or an environment that cannot do
+the job. Heavy imports (torch, onnxruntime, TensorRT) happen inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import NoReturn
+
+import click
+
+from dbsi.export.engine import DEFAULT_MAX_SHAPE, DEFAULT_OPT_SHAPE, DEFAULT_WORKSPACE_GIB
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """One line on stderr, then exit with ``code``."""
+    click.echo(f"error: {' '.join(str(message).split())}", err=True)
+    sys.exit(code)
+
+
+def shape_option(text: str | None) -> tuple[int, ...] | None:
+    from dbsi.export.engine import parse_shape
+
+    if text is None:
+        return None
+    try:
+        return parse_shape(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+def print_report(report) -> None:
+    for line in report.lines():
+        click.echo(line)
+    click.echo(report.summary())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Export a DBSI bokeh model: checkpoint -> ONNX -> TensorRT engine.
+
+    \b
+    bokeh-export onnx model.pt -o model.onnx          # fp32, checked on real photos
+    bokeh-export onnx model.pt -o model-fp16.onnx --fp16
+    bokeh-export check model.onnx --checkpoint model.pt
+    bokeh-export engine model.onnx -o model.engine    # needs TensorRT and an NVIDIA GPU
+    bokeh-export info model.onnx
+    """
+
+
+@main.command("onnx")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="ONNX file to write (written only when every check passes).",
+)
+@click.option(
+    "--fp16",
+    is_flag=True,
+    help="FP16 graph for strongly typed TensorRT builds (I/O types unchanged; softmax "
+    "and blurs stay fp32); checked at PSNR >= 40 dB against the fp32 render.",
+)
+@click.option(
+    "--with-weights",
+    is_flag=True,
+    help="Add a second output 'weights' with the blend weight maps (bokeh-run "
+    "--save-weights needs it).",
+)
+@click.option(
+    "--skip-checks",
+    is_flag=True,
+    help="Write without the ONNX Runtime parity checks (not recommended).",
+)
+def onnx_command(
+    checkpoint: Path, output: Path, fp16: bool, with_weights: bool, skip_checks: bool
+) -> None:
+    """Export CHECKPOINT's whole render (uint8 BGR NHWC in and out) to ONNX and check it."""
+    import onnx
+    from tqdm import tqdm
+
+    from dbsi.export.checks import CheckFailed, check_photos, run_checks
+    from dbsi.export.fp16 import convert_to_fp16
+    from dbsi.export.metadata import build_metadata, set_metadata
+    from dbsi.export.onnx_graph import MAX_SIDE, output_names, trace_onnx
+    from dbsi.runtime.atomic import atomic_path
+    from dbsi.train.checkpoint import (
+        file_sha256,
+        read_checkpoint,
+        renderer_from_checkpoint,
+        toolkit_version,
+    )
+
+    try:
+        renderer = renderer_from_checkpoint(read_checkpoint(checkpoint), str(checkpoint))
+        photos = None if skip_checks else check_photos()
+    except (ValueError, RuntimeError) as exc:
+        fail(str(exc))
+    config = renderer.config
+    precision = "fp16" if fp16 else "fp32"
+    stages = ["trace"] + (["fp16"] if fp16 else []) + ["write"] + ([] if skip_checks else ["check"])
+    started = time.perf_counter()
+    report = None
+    try:
+        with tqdm(total=len(stages), desc="export", unit="stage") as bar:
+            bar.set_postfix_str("tracing the render")
+            model = trace_onnx(renderer, with_weights=with_weights)
+            bar.update()
+            set_metadata(
+                model,
+                build_metadata(
+                    config.to_dict(),
+                    min_input_side=config.min_input_side,
+                    max_input_side=MAX_SIDE,
+                    outputs=output_names(with_weights),
+                    precision="fp32",
+                    checkpoint_sha256=file_sha256(checkpoint),
+                    toolkit_version=toolkit_version(),
+                ),
+            )
+            if fp16:
+                bar.set_postfix_str("converting to fp16")
+                model = convert_to_fp16(model)
+                bar.update()
+            with atomic_path(output) as tmp:
+                bar.set_postfix_str("writing")
+                onnx.save(model, str(tmp))
+                bar.update()
+                if not skip_checks:
+                    bar.set_postfix_str("checking on real photos")
+                    report = run_checks(tmp, renderer, photos)
+                    bar.update()
+    except CheckFailed as exc:
+        print_report(exc.report)
+        fail(f"{output}: not written: {exc.report.summary()}", code=1)
+    if report is not None:
+        print_report(report)
+    size_mb = output.stat().st_size / 1e6
+    click.echo(
+        f"wrote {output} ({precision}, {size_mb:.1f} MB, outputs {output_names(with_weights)}) "
+        f"in {time.perf_counter() - started:.1f} s" + (" -- checks skipped" if skip_checks else "")
+    )
+
+
+@main.command("check")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option(
+    "--checkpoint",
+    type=click.Path(path_type=Path),
+    help="The checkpoint MODEL was exported from; without it the graph is run on the "
+    "photos but its pixels are not judged.",
+)
+def check_command(model: Path, checkpoint: Path | None) -> None:
+    """Re-run the export checks on MODEL (checker, shape inference, TensorRT graph rules, ONNX
+    Runtime against the PyTorch render of CHECKPOINT on real photos)."""
+    from dbsi.export.checks import CheckFailed, check_photos, run_checks
+    from dbsi.export.metadata import read_metadata, render_config
+    from dbsi.train.checkpoint import file_sha256, read_checkpoint, renderer_from_checkpoint
+
+    try:
+        metadata = read_metadata(model)
+        renderer = None
+        if checkpoint is not None:
+            payload = read_checkpoint(checkpoint)
+            if file_sha256(checkpoint) != metadata["dbsi.checkpoint_sha256"]:
+                raise ValueError(
+                    f"{model}: was exported from another checkpoint than {checkpoint} "
+                    f"(sha256 {metadata['dbsi.checkpoint_sha256'][:12]}...)"
+                )
+            if payload["config"] != render_config(metadata):
+                raise ValueError(f"{model}: render config differs from {checkpoint}'s")
+            renderer = renderer_from_checkpoint(payload, str(checkpoint))
+        photos = check_photos()
+    except (ValueError, RuntimeError) as exc:
+        fail(str(exc))
+    try:
+        report = run_checks(model, renderer, photos)
+    except CheckFailed as exc:
+        print_report(exc.report)
+        fail(exc.report.summary(), code=1)
+    print_report(report)
+
+
+@main.command("engine")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Engine file to write; its sidecar goes to OUTPUT.json.",
+)
+@click.option("--min-shape", help="Smallest input NxHxWx3 (default 1 x min side x min side x 3).")
+@click.option(
+    "--opt-shape", help=f"Shape to tune for (default {'x'.join(map(str, DEFAULT_OPT_SHAPE))})."
+)
+@click.option(
+    "--max-shape",
+    help=f"Largest input NxHxWx3 (default {'x'.join(map(str, DEFAULT_MAX_SHAPE))}).",
+)
+@click.option(
+    "--workspace",
+    type=click.FloatRange(min=0.0625),
+    default=DEFAULT_WORKSPACE_GIB,
+    show_default=True,
+    help="Builder workspace limit in GiB.",
+)
+@click.option(
+    "--timing-cache",
+    type=click.Path(path_type=Path),
+    help="Timing cache file, read if present and updated after the build "
+    "[default: tensorrt.timing-cache next to OUTPUT].",
+)
+@click.option(
+    "--tf32/--no-tf32",
+    default=False,
+    show_default=True,
+    help="Allow TF32 for fp32 layers (faster on Ampere and newer, not fp32 parity).",
+)
+@click.option(
+    "--version-compatible",
+    is_flag=True,
+    help="Build a version-compatible engine (loading it needs --allow-host-code).",
+)
+def engine_command(
+    model: Path,
+    output: Path,
+    min_shape: str | None,
+    opt_shape: str | None,
+    max_shape: str | None,
+    workspace: float,
+    timing_cache: Path | None,
+    tf32: bool,
+    version_compatible: bool,
+) -> None:
+    """Build a TensorRT engine (strongly typed; precision from MODEL's types) and its sidecar."""
+    from dbsi.export.engine import (
+        BuildFailed,
+        EnvironmentProblem,
+        build_engine,
+        build_profile,
+        require_tensorrt_and_gpu,
+    )
+    from dbsi.export.metadata import read_metadata
+
+    try:
+        profile = build_profile(
+            read_metadata(model),
+            shape_option(min_shape),
+            shape_option(opt_shape),
+            shape_option(max_shape),
+        )
+        require_tensorrt_and_gpu()
+    except ValueError as exc:
+        fail(str(exc))
+    except EnvironmentProblem as exc:
+        fail(f"cannot build a TensorRT engine here: {exc}")
+    cache = timing_cache or output.parent / "tensorrt.timing-cache"
+    click.echo(f"building {output} from {model} (profile {json.dumps(profile)}) ...")
+    try:
+        sidecar = build_engine(
+            model,
+            output,
+            profile=profile,
+            workspace_bytes=int(workspace * (1 << 30)),
+            timing_cache=cache,
+            tf32=tf32,
+            version_compatible=version_compatible,
+        )
+    except BuildFailed as exc:
+        fail(str(exc), code=1)
+    click.echo(
+        f"wrote {output} and {output.name}.json: TensorRT {sidecar['tensorrt_version']}, "
+        f"{sidecar['gpu_name']} (sm {sidecar['compute_capability']}), {sidecar['precision']}, "
+        f"TF32 {'on' if tf32 else 'off'}, built in {sidecar['build_seconds']:.1f} s; "
+        f"timing cache {cache}"
+    )
+
+
+@main.command("info")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of aligned text.")
+def info_command(file: Path, as_json: bool) -> None:
+    """Print an ONNX's dbsi metadata, or an engine's sidecar (FILE is the engine or its .json)."""
+    from dbsi.export.engine import read_sidecar
+    from dbsi.export.metadata import read_metadata
+
+    try:
+        if file.suffix in (".engine", ".plan", ".json"):
+            info = read_sidecar(file)
+        else:
+            info = read_metadata(file)
+    except ValueError as exc:
+        fail(str(exc))
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    width = max(len(key) for key in info)
+    for key, value in info.items():
+        text = value if isinstance(value, str) else json.dumps(value)
+        click.echo(f"{key:<{width}}  {text}")
