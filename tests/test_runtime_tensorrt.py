@@ -1,0 +1,114 @@
+"""The native TensorRT backend on a real GPU: an engine built from the tiny ONNX renders what
+ONNX Runtime renders, and engines from another GPU or TensorRT version are refused.
+
+Skips with the reason where TensorRT, cuda-python or a GPU is missing (every CPU machine).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dbsi.runtime.backend import BackendError, open_backend
+
+trt = pytest.importorskip("tensorrt", reason="TensorRT is not installed (extra 'gpu')")
+cudart = pytest.importorskip(
+    "cuda.bindings.runtime", reason="cuda-python is not installed (extra 'gpu')"
+)
+_err, _count = cudart.cudaGetDeviceCount()
+if _err != cudart.cudaError_t.cudaSuccess or _count == 0:
+    pytest.skip("no CUDA GPU on this machine", allow_module_level=True)
+
+from dbsi.runtime.tensorrt_backend import local_gpu  # noqa: E402
+from tests.test_runtime_cli import TinyModel, generated, run_cli, write  # noqa: E402
+from tests.test_runtime_cli import tiny_model as tiny_model  # noqa: E402,F401
+
+PROFILE = {"min": [1, 38, 38, 3], "opt": [2, 96, 128, 3], "max": [4, 512, 512, 3]}
+
+
+def build_engine(onnx_path: Path, engine_path: Path, metadata: dict[str, str], **extra) -> Path:
+    """Build an fp32 engine (TF32 off) with the DESIGN.md section 4 sequence and write the
+    sidecar docs/ARTEFACTS.md describes."""
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+        raise RuntimeError(f"ONNX parse failed: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, 2 << 30)
+    config.clear_flag(trt.BuilderFlag.TF32)
+    profile = builder.create_optimization_profile()
+    profile.set_shape("image", PROFILE["min"], PROFILE["opt"], PROFILE["max"])
+    config.add_optimization_profile(profile)
+    serialized = builder.build_serialized_network(network, config)
+    assert serialized is not None, "TensorRT could not build the engine"
+    engine_path.write_bytes(bytes(serialized))
+    gpu_name, capability = local_gpu(cudart)
+    sidecar = {
+        "format": "dbsi-engine-sidecar",
+        "format_version": 1,
+        "tensorrt_version": trt.__version__,
+        "gpu_name": gpu_name,
+        "compute_capability": capability,
+        "precision": "fp32",
+        "tf32": False,
+        "profile": PROFILE,
+        "version_compatible": False,
+        "onnx_sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
+        "engine_sha256": hashlib.sha256(engine_path.read_bytes()).hexdigest(),
+        "onnx_metadata": metadata,
+        **extra,
+    }
+    engine_path.with_name(engine_path.name + ".json").write_text(json.dumps(sidecar))
+    return engine_path
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model: TinyModel, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("engine")
+    return build_engine(tiny_model.path, folder / "tiny.engine", tiny_model.metadata)
+
+
+@pytest.mark.gpu
+def test_engine_renders_what_onnxruntime_renders(tiny_model, engine):
+    batch = np.stack([generated(96, 128, 1), generated(96, 128, 2)])
+    with open_backend(engine) as native, open_backend(tiny_model.path, provider="cpu") as cpu:
+        assert native.name == "tensorrt" and native.outputs == cpu.outputs
+        got, want = native.run(batch), cpu.run(batch)
+    diff = np.abs(got["bokeh"].astype(int) - want["bokeh"])
+    assert diff.max() <= 2 and np.mean(diff.max(axis=-1) > 1) <= 0.001
+    np.testing.assert_allclose(got["weights"], want["weights"], atol=1e-3)
+
+
+@pytest.mark.gpu
+def test_engine_profile_limits_are_reported_per_picture(engine, tmp_path):
+    write(tmp_path / "in" / "ok.png", generated(96, 128, 3))
+    write(tmp_path / "in" / "big.png", generated(600, 128, 4))
+    code, output = run_cli(engine, tmp_path / "in", "--out", tmp_path / "out")
+    assert code == 1 and "height 600 is outside the accepted 38..512" in output
+    assert (tmp_path / "out" / "ok.png").is_file()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"gpu_name": "Some Other GPU"}, "built for Some Other GPU"),
+        ({"tensorrt_version": "9.0.0"}, "built with TensorRT 9.0.0"),
+    ],
+)
+def test_engine_for_another_gpu_or_tensorrt_is_refused(
+    tiny_model, engine, tmp_path, change, message
+):
+    sidecar = json.loads(engine.with_name(engine.name + ".json").read_text())
+    copy = tmp_path / "other.engine"
+    copy.write_bytes(engine.read_bytes())
+    copy.with_name(copy.name + ".json").write_text(json.dumps({**sidecar, **change}))
+    with pytest.raises(BackendError, match=message):
+        open_backend(copy)
