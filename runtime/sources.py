@@ -3,8 +3,8 @@
 Inputs are files, folders (searched recursively), glob patterns (``**`` recurses) and list
 files (``@list.txt`` or ``--list list.txt``, one path a line, relative to the list's folder).
 Each input keeps the path below its root, and the output mirrors it under ``--out``:
-``photos/a/b.jpg`` given as the folder ``photos`` becomes ``OUT/a/b.jpg``; a file given by
-name lands directly in ``OUT``.
+``photos/a/b.jpg`` given as the folder ``photos`` becomes ``OUT/a/b.jpg``; a file given on the
+command line lands directly in ``OUT``; a relative path in a list file keeps its folders.
 """
 
 from __future__ import annotations
@@ -80,8 +80,20 @@ def _read_list(list_file: Path) -> tuple[list[str], list[Problem]]:
     return entries, []
 
 
-def _expand(spec: str, base: Path, exclude: Path | None) -> tuple[list[Source], list[Problem]]:
-    """Sources for one input spec (file, folder or glob), relative to ``base`` if not absolute."""
+def _file_relative(spec: str, listed: bool) -> PurePath:
+    """Where a file named directly lands under --out: a list file's relative entry keeps its
+    path (``a/b.jpg`` -> ``OUT/a/b.jpg``); anything else keeps only its name."""
+    written = PurePath(spec)
+    if listed and not written.is_absolute() and ".." not in written.parts:
+        return written
+    return PurePath(written.name)
+
+
+def _expand(
+    spec: str, base: Path, exclude: Path | None, listed: bool
+) -> tuple[list[Source], list[Problem]]:
+    """Sources for one input spec (file, folder or glob), relative to ``base`` if not absolute;
+    ``listed`` when the spec came from a list file."""
     path = Path(spec) if Path(spec).is_absolute() else base / spec
     if GLOB_CHARS.search(spec) and not path.exists():
         root = _glob_root(str(path))
@@ -103,7 +115,7 @@ def _expand(spec: str, base: Path, exclude: Path | None) -> tuple[list[Source], 
         return [], [
             Problem(str(path), f"not an image name (expected {', '.join(IMAGE_EXTENSIONS)})")
         ]
-    return [Source(path, PurePath(path.name))], []
+    return [Source(path, _file_relative(spec, listed))], []
 
 
 def collect_sources(
@@ -112,18 +124,18 @@ def collect_sources(
     """Every input image, once, in a stable order; problems (missing paths, empty patterns,
     unreadable lists) are returned, not raised. ``@FILE`` in ``inputs`` is a list file."""
     exclude = Path(out_dir).resolve() if out_dir is not None else None
-    specs: list[tuple[str, Path]] = []
+    specs: list[tuple[str, Path, bool]] = []
     problems: list[Problem] = []
     lists = [Path(f) for f in list_files] + [Path(s[1:]) for s in inputs if s.startswith("@")]
-    specs += [(s, Path(".")) for s in inputs if not s.startswith("@")]
+    specs += [(s, Path("."), False) for s in inputs if not s.startswith("@")]
     for list_file in lists:
         entries, list_problems = _read_list(list_file)
         problems += list_problems
-        specs += [(entry, list_file.parent) for entry in entries]
+        specs += [(entry, list_file.parent, True) for entry in entries]
     sources: list[Source] = []
     seen: set[Path] = set()
-    for spec, base in specs:
-        found, spec_problems = _expand(spec, base, exclude)
+    for spec, base, listed in specs:
+        found, spec_problems = _expand(spec, base, exclude, listed)
         problems += spec_problems
         for source in found:
             key = source.path.resolve()

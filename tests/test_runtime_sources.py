@@ -38,13 +38,14 @@ def test_glob_keeps_the_tree_below_its_fixed_part(tmp_path):
     assert sorted(_relatives(sources)) == ["a.jpg", "y/b.jpg"]
 
 
-def test_list_file_paths_are_relative_to_the_list(tmp_path):
+def test_list_file_entries_are_found_from_the_list_and_keep_their_folders(tmp_path):
     _tree(tmp_path, ["pics/a.jpg", "pics/sub/b.png"])
     listing = tmp_path / "list.txt"
     listing.write_text("# my picks\npics/a.jpg\n\npics/sub\n", encoding="utf-8")
     by_at, _ = collect_sources([f"@{listing}"])
     by_option, _ = collect_sources([], list_files=[listing])
-    assert _relatives(by_at) == _relatives(by_option) == ["a.jpg", "b.png"]
+    assert _relatives(by_at) == _relatives(by_option) == ["pics/a.jpg", "b.png"]
+    assert by_at[0].path == tmp_path / "pics/a.jpg"
 
 
 def test_missing_paths_and_empty_patterns_are_problems_not_crashes(tmp_path):
