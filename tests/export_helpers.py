@@ -1,0 +1,45 @@
+"""Checkpoints and small ONNX graphs for the bokeh-export tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+import torch
+from onnx import TensorProto, helper
+
+from dbsi.train.checkpoint import save_checkpoint
+from dbsi.train.config import BokehConfig
+from dbsi.train.render import BokehRenderer
+
+DATA = Path(__file__).parent / "data"
+# A fresh head gives every map about a quarter everywhere; scaled up, the maps span roughly
+# 0.01 to 0.9 across a photo, as a trained model's do, so parity is judged on a real blend.
+HEAD_SCALE = 20.0
+
+
+def make_renderer(width: float, seed: int = 0, megadepth_backbone: bool = False) -> BokehRenderer:
+    """A renderer at network size 128 with a sharpened random head (see HEAD_SCALE)."""
+    torch.manual_seed(seed)
+    renderer = BokehRenderer(BokehConfig(width=width, net_long_side=128))
+    if megadepth_backbone:
+        renderer.predictor.init_backbone(DATA / "megadepth_original_format.pth")
+    with torch.no_grad():
+        renderer.predictor[-2].weight.mul_(HEAD_SCALE)
+    return renderer.eval()
+
+
+def make_checkpoint(path: Path, width: float, seed: int = 0, **kwargs) -> Path:
+    save_checkpoint(path, make_renderer(width, seed, **kwargs), phase=1)
+    return path
+
+
+def foreign_onnx(path: Path) -> Path:
+    """A valid ONNX model (uint8 identity) that bokeh-export did not write: no dbsi metadata."""
+    image = helper.make_tensor_value_info("image", TensorProto.UINT8, ["n", "h", "w", 3])
+    out = helper.make_tensor_value_info("bokeh", TensorProto.UINT8, ["n", "h", "w", 3])
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["image"], ["bokeh"])], "g", [image], [out]
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    return path

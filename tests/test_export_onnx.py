@@ -1,0 +1,213 @@
+"""bokeh-export onnx / check / info on real exports: a tiny model and a full-width one (network
+size 128 to keep CPU time down), fp32 and fp16, each exported once per session."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto, numpy_helper
+
+from dbsi.export.checks import check_photos, onnx_session, run_checks
+from dbsi.export.cli import main
+from dbsi.export.fp16 import convert_to_fp16
+from dbsi.export.metadata import read_metadata, render_config
+from dbsi.export.parity import PARITY_THRESHOLDS
+from dbsi.train.checkpoint import file_sha256, load_renderer, read_checkpoint, toolkit_version
+from tests.export_helpers import make_checkpoint
+
+pytestmark = pytest.mark.slow
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture(scope="session")
+def export_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("export")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(export_dir):
+    return make_checkpoint(export_dir / "tiny.pt", width=0.125)
+
+
+@pytest.fixture(scope="session")
+def full_checkpoint(export_dir):
+    return make_checkpoint(export_dir / "full.pt", width=1.0, megadepth_backbone=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_fp32(export_dir, tiny_checkpoint):
+    path = export_dir / "tiny.onnx"
+    return invoke("onnx", tiny_checkpoint, "-o", path, "--with-weights"), path
+
+
+@pytest.fixture(scope="session")
+def tiny_fp16(export_dir, tiny_checkpoint):
+    path = export_dir / "tiny-fp16.onnx"
+    return invoke("onnx", tiny_checkpoint, "-o", path, "--fp16", "--with-weights"), path
+
+
+@pytest.fixture(scope="session")
+def full_fp32(export_dir, full_checkpoint):
+    path = export_dir / "full.onnx"
+    return invoke("onnx", full_checkpoint, "-o", path), path
+
+
+@pytest.fixture(scope="session")
+def full_fp16_report(export_dir, full_checkpoint, full_fp32):
+    path = export_dir / "full-fp16.onnx"
+    onnx.save(convert_to_fp16(onnx.load(str(full_fp32[1]))), str(path))
+    return run_checks(path, load_renderer(full_checkpoint)), path
+
+
+def assert_exported(result, path):
+    assert result.exit_code == 0, result.output
+    assert path.is_file()
+    assert "checks passed" in result.output
+    assert "FAIL" not in result.output
+
+
+def test_tiny_fp32_export_passes_every_check(tiny_fp32):
+    result, path = tiny_fp32
+    assert_exported(result, path)
+    assert result.output.count("fp32 parity") == len(check_photos())
+
+
+def test_full_width_fp32_export_passes_every_check(full_fp32):
+    result, path = full_fp32
+    assert_exported(result, path)
+    assert path.stat().st_size > 15e6  # the full MegaDepth trunk, about 21 MB of fp32 weights
+
+
+def test_tiny_fp16_export_passes_its_psnr_check(tiny_fp16):
+    result, path = tiny_fp16
+    assert_exported(result, path)
+    assert result.output.count("fp16 parity") == len(check_photos())
+
+
+def test_full_width_fp16_reaches_40_db_on_every_photo(full_fp16_report):
+    report, _ = full_fp16_report
+    assert report.passed
+    assert len(report.parity) == len(check_photos())
+    for row in report.parity:
+        assert row["psnr_db"] >= PARITY_THRESHOLDS["fp16"]["min_psnr_db"], row
+
+
+def test_checks_cover_a_portrait_an_odd_size_and_a_batch(tiny_fp32):
+    shapes = [tuple(batch.shape) for batch in check_photos().values()]
+    assert any(h > w for _, h, w, _ in shapes)
+    assert (1, 333, 517, 3) in shapes
+    assert any(n > 1 for n, _, _, _ in shapes)
+    assert len({(h, w) for _, h, w, _ in shapes}) >= 3
+
+
+def test_metadata_carries_the_config_checkpoint_hash_and_versions(tiny_fp32, tiny_checkpoint):
+    metadata = read_metadata(tiny_fp32[1])
+    assert render_config(metadata) == read_checkpoint(tiny_checkpoint)["config"]
+    assert metadata["dbsi.checkpoint_sha256"] == file_sha256(tiny_checkpoint)
+    assert metadata["dbsi.toolkit_version"] == toolkit_version()
+    assert metadata["dbsi.precision"] == "fp32"
+    assert json.loads(metadata["dbsi.outputs"]) == ["bokeh", "weights"]
+    assert metadata["dbsi.min_input_side"] == "38"
+
+
+def test_graph_takes_any_batch_and_size_and_returns_weights_that_sum_to_one(tiny_fp32):
+    session = onnx_session(tiny_fp32[1])
+    batch = np.random.default_rng(0).integers(0, 256, (3, 38, 71, 3), dtype=np.uint8)
+    bokeh, weights = session.run(None, {"image": batch})
+    assert bokeh.dtype == np.uint8 and bokeh.shape == batch.shape
+    assert weights.dtype == np.float32 and weights.shape == (3, 4, 38, 71)
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_fp16_graph_keeps_io_types_and_softmax_and_blurs_in_fp32(tiny_fp16):
+    model = onnx.load(str(tiny_fp16[1]))
+    assert read_metadata(tiny_fp16[1])["dbsi.precision"] == "fp16"
+    io = {v.name: v.type.tensor_type.elem_type for v in [*model.graph.input, *model.graph.output]}
+    assert io == {
+        "image": TensorProto.UINT8,
+        "bokeh": TensorProto.UINT8,
+        "weights": TensorProto.FLOAT,
+    }
+    types = {t.name: t.data_type for t in model.graph.initializer}
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types.update({v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info})
+    pads = {n.output[0] for n in model.graph.node if n.op_type == "Pad"}
+    blur_convs = [n for n in model.graph.node if n.op_type == "Conv" and n.input[0] in pads]
+    assert len(blur_convs) == 6  # three kernels, two separable passes each
+    for node in blur_convs + [n for n in model.graph.node if n.op_type == "Softmax"]:
+        assert {types[name] for name in node.input if name} == {TensorProto.FLOAT}, node.name
+    assert sum(t.data_type == TensorProto.FLOAT16 for t in model.graph.initializer) > 100
+
+
+def test_fp16_file_is_about_half_the_fp32_one(full_fp32, full_fp16_report):
+    ratio = full_fp16_report[1].stat().st_size / full_fp32[1].stat().st_size
+    assert 0.45 < ratio < 0.6
+
+
+def test_a_perturbed_weight_in_the_onnx_fails_the_check_with_exit_1(
+    tiny_fp32, tiny_checkpoint, export_dir
+):
+    broken = export_dir / "broken.onnx"
+    model = onnx.load(str(tiny_fp32[1]))
+    for tensor in model.graph.initializer:
+        if tensor.name.endswith("predictor.4.bias"):  # the head: logit of the sharp map
+            bias = numpy_helper.to_array(tensor).copy()
+            bias[0] += 0.1
+            tensor.CopyFrom(numpy_helper.from_array(bias, tensor.name))
+    onnx.save(model, str(broken))
+    result = invoke("check", broken, "--checkpoint", tiny_checkpoint)
+    assert result.exit_code == 1
+    assert "FAIL fp32 parity" in result.output
+    assert "levels" in result.output.split("FAIL fp32 parity")[1]  # pixels, not only the maps
+    assert broken.is_file()  # check reports; it deletes nothing
+
+
+def test_check_command_passes_on_the_export(tiny_fp32, tiny_checkpoint):
+    result = invoke("check", tiny_fp32[1], "--checkpoint", tiny_checkpoint)
+    assert result.exit_code == 0, result.output
+    assert "checks passed" in result.output
+
+
+def test_check_without_checkpoint_runs_the_graph_without_judging_pixels(tiny_fp32):
+    result = invoke("check", tiny_fp32[1])
+    assert result.exit_code == 0, result.output
+    assert "parity not judged" in result.output
+
+
+def test_check_refuses_a_checkpoint_the_onnx_was_not_exported_from(tiny_fp32, export_dir):
+    other = make_checkpoint(export_dir / "other.pt", width=0.125, seed=1)
+    result = invoke("check", tiny_fp32[1], "--checkpoint", other)
+    assert result.exit_code == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "another checkpoint" in result.stderr
+
+
+def test_info_prints_the_onnx_metadata(tiny_fp32):
+    text = invoke("info", tiny_fp32[1])
+    assert text.exit_code == 0
+    assert "dbsi.color_order" in text.output and "BGR" in text.output
+    as_json = invoke("info", tiny_fp32[1], "--json")
+    assert json.loads(as_json.output) == read_metadata(tiny_fp32[1])
+
+
+def test_failed_checks_write_nothing_and_keep_the_existing_file(
+    tiny_checkpoint, export_dir, monkeypatch
+):
+    # Thresholds nothing can meet (a negative error) make the real checks fail.
+    monkeypatch.setitem(
+        PARITY_THRESHOLDS, "fp32", {**PARITY_THRESHOLDS["fp32"], "max_abs_error": -1}
+    )
+    output = export_dir / "kept.onnx"
+    output.write_bytes(b"an earlier export")
+    result = invoke("onnx", tiny_checkpoint, "-o", output)
+    assert result.exit_code == 1
+    assert "not written" in result.stderr
+    assert output.read_bytes() == b"an earlier export"
+    assert not [p for p in export_dir.iterdir() if ".partial" in p.name]
