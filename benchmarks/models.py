@@ -153,7 +153,7 @@ def random_checkpoint(cache: Path, width: float = 1.0) -> Path:
     return path
 
 
-def cached_onnx(checkpoint: Path, cache: Path) -> Path:
+def cached_onnx(checkpoint: Path, cache: Path, log: Callable[[str], None] = print) -> Path:
     """The fp32 ONNX export of ``checkpoint``, made once per checkpoint content."""
     from dbsi.export.metadata import build_metadata
     from dbsi.export.onnx_graph import MAX_SIDE, OUTPUT_NAME, export_onnx
@@ -163,6 +163,7 @@ def cached_onnx(checkpoint: Path, cache: Path) -> Path:
     path = cache / digest[:16] / "model.onnx"
     if path.is_file():
         return path
+    log(f"Exporting {checkpoint} to ONNX (cached as {path}) ...")
     renderer = load_renderer(checkpoint)
     metadata = build_metadata(
         renderer.config.to_dict(),
@@ -234,8 +235,7 @@ def resolve_models(
         else:
             skipped.append({"name": REFERENCE_NAME, "reason": "torch is not installed"})
     if checkpoint is not None and not onnx_files and with_backends and mode is None:
-        log(f"Exporting {checkpoint} to ONNX (cached in {cache}) ...")
-        onnx_files = [cached_onnx(checkpoint, cache)]
+        onnx_files = [cached_onnx(checkpoint, cache, log)]
     if with_backends:
         for path in onnx_files:
             for provider in ort_providers(gpu_present):

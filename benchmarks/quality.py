@@ -77,7 +77,7 @@ def candidate_method(candidate: Candidate) -> Callable[[np.ndarray], np.ndarray]
     return render
 
 
-def mean_or_inf(values: Sequence[float]) -> float | None:
+def mean_over_pairs(values: Sequence[float]) -> float | None:
     """Mean over pairs; inf when any is inf (identical images), None when there are none."""
     if not values:
         return None
@@ -97,7 +97,7 @@ def evaluate(
     from dbsi.benchmarks.lpips_alex import lpips_distance
 
     per_pair: list[dict[str, Any]] = []
-    failed: dict[str, int] = {name: 0 for name, _, _ in methods}
+    failed: dict[tuple[str, str], int] = {(name, mode): 0 for name, mode, _ in methods}
     for pair in pairs:
         try:
             original, target = read_image(pair.original), read_image(pair.bokeh)
@@ -108,15 +108,15 @@ def evaluate(
                 )
         except ValueError as exc:
             log(f"skipped: {exc}")
-            for name in failed:
-                failed[name] += 1
+            for key in failed:
+                failed[key] += 1
             continue
         for name, mode, method in methods:
             try:
                 prediction = method(original)
             except (ValueError, RuntimeError) as exc:
-                log(f"{name} failed on {pair.original}: {exc}")
-                failed[name] += 1
+                log(f"{name} ({mode}) failed on {pair.original}: {exc}")
+                failed[name, mode] += 1
                 continue
             row = {
                 "method": name,
@@ -133,17 +133,19 @@ def evaluate(
             progress()
     summary = []
     for name, mode, _ in methods:
-        mine = [r for r in per_pair if r["method"] == name]
+        mine = [r for r in per_pair if r["method"] == name and r["mode"] == mode]
         lpips_values = [r["lpips"] for r in mine if r["lpips"] is not None]
         summary.append(
             {
                 "method": name,
                 "mode": mode,
                 "pairs": len(mine),
-                "failed": failed[name],
-                "psnr_db": mean_or_inf([r["psnr_db"] for r in mine]),
-                "ssim": mean_or_inf([r["ssim"] for r in mine]),
-                "lpips": mean_or_inf(lpips_values) if lpips_model is not None else "unavailable",
+                "failed": failed[name, mode],
+                "psnr_db": mean_over_pairs([r["psnr_db"] for r in mine]),
+                "ssim": mean_over_pairs([r["ssim"] for r in mine]),
+                "lpips": mean_over_pairs(lpips_values)
+                if lpips_model is not None
+                else "unavailable",
                 "lpips_status": lpips_status,
             }
         )

@@ -1,0 +1,284 @@
+"""bokeh-bench end to end on a tiny model: parity verdicts, report files, exit codes."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from dbsi.benchmarks.cli import main
+from dbsi.benchmarks.models import cached_onnx
+from dbsi.train import BokehConfig, BokehRenderer
+from dbsi.train.checkpoint import save_checkpoint
+
+TINY = dict(width=0.125, net_long_side=128)
+
+
+def tiny_renderer() -> BokehRenderer:
+    torch.manual_seed(0)
+    return BokehRenderer(BokehConfig(**TINY)).eval()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tiny checkpoint, its ONNX export in a cache, and a copy with one weight perturbed."""
+    root = tmp_path_factory.mktemp("bench")
+    checkpoint = root / "tiny.pt"
+    save_checkpoint(checkpoint, tiny_renderer())
+    perturbed = tiny_renderer()
+    head = perturbed.predictor[-2]
+    with torch.no_grad():
+        head.bias[0] += 3.0  # one number: the sharp map's logit
+    save_checkpoint(root / "perturbed.pt", perturbed)
+    cache = root / "cache"
+    onnx_path = cached_onnx(checkpoint, cache, log=lambda _: None)
+    return {
+        "checkpoint": checkpoint,
+        "perturbed": root / "perturbed.pt",
+        "onnx": onnx_path,
+        "cache": cache,
+        "root": root,
+    }
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_parity_passes_for_the_onnx_of_the_same_weights(tiny, tmp_path):
+    result = invoke(
+        "parity",
+        "--model",
+        tiny["checkpoint"],
+        "--model",
+        tiny["onnx"],
+        "--out",
+        tmp_path,
+        "--cache",
+        tiny["cache"],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "parity.json").read_text())
+    pooled = [r for r in report["rows"] if r["photo"] == "all photos"]
+    assert pooled and all(r["passed"] for r in pooled)
+    assert report["real_photos"] is True
+
+
+def test_parity_fails_when_one_reference_weight_is_perturbed(tiny, tmp_path):
+    result = invoke(
+        "parity",
+        "--model",
+        tiny["perturbed"],
+        "--model",
+        tiny["onnx"],
+        "--out",
+        tmp_path,
+        "--cache",
+        tiny["cache"],
+    )
+    assert result.exit_code == 1, result.output
+    assert "Parity FAILED for: onnxruntime-cpu-fp32" in result.output
+    report = json.loads((tmp_path / "parity.json").read_text())
+    pooled = next(r for r in report["rows"] if r["photo"] == "all photos")
+    assert not pooled["passed"] and pooled["max_abs_error"] > 2
+
+
+def test_speed_writes_json_with_every_raw_figure_and_the_machine(tiny, tmp_path):
+    result = invoke(
+        "speed",
+        "--model",
+        tiny["checkpoint"],
+        "--size",
+        "64x96",
+        "--batch",
+        "2",
+        "--repeats",
+        "2",
+        "--warmup",
+        "0",
+        "--out",
+        tmp_path,
+        "--cache",
+        tiny["cache"],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "speed.json").read_text())
+    assert report["machine"]["cpu_model"] and "onnxruntime" in report["machine"]["libraries"]
+    assert report["random_weights"] is False
+    backends = {(r["backend"], r["io"]) for r in report["rows"]}
+    assert backends == {
+        (b, io)
+        for b in ("pytorch-eager-fp32", "onnxruntime-cpu-fp32")
+        for io in ("model", "decode+encode")
+    }
+    for row in report["rows"]:
+        assert len(row["samples_s"]) == 2 and row["batch"] == 2
+        for key in (
+            "median_s",
+            "p90_s",
+            "p99_s",
+            "images_per_s",
+            "flops_per_image",
+            "achieved_gflop_per_s",
+            "speedup_vs_reference",
+            "peak_host_rss_bytes",
+        ):
+            assert isinstance(row[key], (int, float)) and row[key] > 0, key
+        assert row["reference_backend"] == "pytorch-eager-fp32"
+    reference_rows = [r for r in report["rows"] if r["is_reference"]]
+    assert all(r["speedup_vs_reference"] == 1.0 for r in reference_rows)
+
+
+def test_speed_markdown_has_one_table_line_per_row(tiny, tmp_path):
+    invoke(
+        "speed",
+        "--model",
+        tiny["checkpoint"],
+        "--size",
+        "64x96",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+        "--no-codec",
+        "--out",
+        tmp_path,
+        "--cache",
+        tiny["cache"],
+    )
+    lines = (tmp_path / "speed.md").read_text().splitlines()
+    table = [line for line in lines if line.startswith("|")]
+    assert table[0].startswith("| backend | device | size")
+    assert len(table) == 2 + 2  # header, rule, one row per backend
+
+
+def test_scaling_writes_a_png_of_the_curves(tiny, tmp_path):
+    result = invoke(
+        "scaling",
+        "--model",
+        tiny["onnx"],
+        "--size",
+        "64x96",
+        "--size",
+        "96x128",
+        "--batch",
+        "1",
+        "--batch",
+        "2",
+        "--batch-size",
+        "64x96",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+        "--out",
+        tmp_path,
+        "--cache",
+        tiny["cache"],
+    )
+    assert result.exit_code == 0, result.output
+    png = tmp_path / "scaling.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = cv2.imread(str(png))
+    assert image is not None and image.shape[0] > 100
+    report = json.loads((tmp_path / "scaling.json").read_text())
+    sweeps = sorted((r["sweep"], r["size"], r["batch"]) for r in report["rows"])
+    assert sweeps == [
+        ("batch", "64x96", 1),
+        ("batch", "64x96", 2),
+        ("resolution", "64x96", 1),
+        ("resolution", "96x128", 1),
+    ]
+    assert all(r["ms_per_megapixel"] > 0 for r in report["rows"])
+
+
+def write_pairs(root, count=2):
+    for sub in ("original", "bokeh"):
+        (root / sub).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        image = rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)
+        cv2.imwrite(str(root / "original" / f"{i}.png"), image)
+        cv2.imwrite(str(root / "bokeh" / f"{i}.png"), cv2.GaussianBlur(image, (9, 9), 0))
+
+
+def test_quality_reports_model_in_both_modes_and_baselines(tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-torch-home"))
+    monkeypatch.setenv("HOME", str(tmp_path / "no-home"))
+    write_pairs(tmp_path / "data")
+    result = invoke(
+        "quality",
+        tmp_path / "data",
+        "--model",
+        tiny["checkpoint"],
+        "--out",
+        tmp_path / "out",
+        "--cache",
+        tiny["cache"],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out" / "quality.json").read_text())
+    methods = {(r["method"], r["mode"]) for r in report["rows"]}
+    assert methods == {
+        ("identity", "-"),
+        ("gaussian-blur-75", "-"),
+        ("model (pytorch-eager-fp32)", "paper"),
+        ("model (pytorch-eager-fp32)", "fullres"),
+    }
+    for row in report["rows"]:
+        assert row["pairs"] == 2 and row["failed"] == 0
+        assert row["lpips"] == "unavailable"
+    paper, fullres = (
+        next(r for r in report["rows"] if r["mode"] == m) for m in ("paper", "fullres")
+    )
+    assert paper["psnr_db"] != fullres["psnr_db"]
+
+
+def test_quality_skips_an_unreadable_pair_counts_it_and_exits_1(tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-torch-home"))
+    write_pairs(tmp_path / "data")
+    (tmp_path / "data" / "original" / "1.png").write_bytes(b"not an image")
+    result = invoke(
+        "quality",
+        tmp_path / "data",
+        "--model",
+        tiny["onnx"],
+        "--out",
+        tmp_path / "out",
+        "--cache",
+        tiny["cache"],
+    )
+    assert result.exit_code == 1
+    assert "1.png: not an image OpenCV can read" in result.output
+    report = json.loads((tmp_path / "out" / "quality.json").read_text())
+    assert all(r["pairs"] == 1 and r["failed"] == 1 for r in report["rows"])
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["speed", "--model", "/no/such/model.onnx"], "/no/such/model.onnx: no such model file"),
+        (["speed", "--size", "1024by1536"], "is not HEIGHTxWIDTH"),
+        (["quality", "/no/such/folder"], "/no/such/folder: no such folder"),
+    ],
+)
+def test_bad_usage_exits_2_with_a_one_line_reason(args, message, tmp_path):
+    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_unknown_model_type_exits_2(tmp_path):
+    model = tmp_path / "model.txt"
+    model.write_text("hello")
+    result = CliRunner().invoke(main, ["speed", "--model", str(model), "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "unknown model type '.txt'" in result.output
+
+
+def test_parity_without_a_checkpoint_exits_2(tiny, tmp_path):
+    result = invoke("parity", "--model", tiny["onnx"], "--out", tmp_path)
+    assert result.exit_code == 2
+    assert "parity needs the PyTorch reference" in result.output

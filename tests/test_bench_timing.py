@@ -1,0 +1,62 @@
+"""bokeh-bench statistics: percentiles, throughput, warm-up exclusion, memory sampling."""
+
+import numpy as np
+import pytest
+
+from dbsi.benchmarks.timing import LatencyStats, PeakMemory, measure, percentile
+
+
+def test_percentile_interpolates_linearly_between_ranks():
+    samples = [float(v) for v in range(1, 11)]  # 1..10
+    assert percentile(samples, 50) == pytest.approx(5.5)
+    assert percentile(samples, 90) == pytest.approx(9.1)  # rank 0.9 * 9 = 8.1
+    assert percentile(samples, 99) == pytest.approx(9.91)
+
+
+def test_percentile_ignores_sample_order():
+    rng = np.random.default_rng(0)
+    samples = list(rng.random(37))
+    shuffled = list(rng.permutation(samples))
+    assert percentile(samples, 90) == percentile(shuffled, 90)
+
+
+def test_percentile_of_nothing_is_an_error():
+    with pytest.raises(ValueError):
+        percentile([], 50)
+
+
+def test_throughput_counts_every_image_of_every_call():
+    stats = LatencyStats((0.5, 0.25, 0.25), batch=4)
+    assert stats.throughput == pytest.approx(4 * 3 / 1.0)
+    assert stats.median == 0.25
+    assert stats.to_dict()["images_per_s"] == pytest.approx(12.0)
+
+
+def test_stats_reject_an_empty_run_or_a_zero_batch():
+    with pytest.raises(ValueError):
+        LatencyStats((), batch=1)
+    with pytest.raises(ValueError):
+        LatencyStats((1.0,), batch=0)
+
+
+def test_warm_up_calls_run_but_are_not_measured():
+    calls = []
+
+    # A clock that reports the index of the call it timed: warm-up calls must not appear.
+    def clock(fn):
+        fn()
+        return float(len(calls))
+
+    stats = measure(lambda: calls.append(1), batch=1, repeats=3, warmup=2, clock=clock)
+    assert len(calls) == 5
+    assert stats.samples == (3.0, 4.0, 5.0)
+
+
+def test_peak_memory_sees_an_allocation_made_inside_the_block():
+    with PeakMemory(interval=0.001) as before:
+        pass
+    with PeakMemory(interval=0.001) as during:
+        block = np.ones(64 * 2**20, dtype=np.uint8)  # 64 MiB, touched
+        block.sum()
+    assert during.peak_rss >= before.peak_rss + 32 * 2**20
+    del block
