@@ -10,7 +10,7 @@ import click
 from tqdm import tqdm
 
 from dbsi.runtime.backend import BACKENDS, BackendError, open_backend
-from dbsi.runtime.images import DEFAULT_QUALITY
+from dbsi.runtime.images import DEFAULT_QUALITY, ImageError, check_opencv
 from dbsi.runtime.onnxruntime_backend import PROVIDERS
 from dbsi.runtime.pipeline import RunOptions, plan_jobs, remove_stale_partials, run_jobs
 from dbsi.runtime.sources import collect_sources, parse_shard, select_shard
@@ -128,6 +128,11 @@ def main(
         shard_index, shard_count = parse_shard(shard) if shard else (0, 1)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--shard") from exc
+    try:
+        check_opencv()
+    except ImageError as exc:
+        click.echo(f"bokeh-run: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
     try:
         backend = open_backend(model, backend_name, provider, allow_host_code)
     except BackendError as exc:

@@ -40,6 +40,16 @@ class Picture:
         return self.bgr.shape[0], self.bgr.shape[1]
 
 
+def check_opencv() -> None:
+    """ImageError when this OpenCV cannot return EXIF blocks (``imdecodeWithMetadata`` came with
+    OpenCV 4.12): without them, rotated photos would silently come out sideways."""
+    if not hasattr(cv2, "imdecodeWithMetadata"):
+        raise ImageError(
+            f"OpenCV {cv2.__version__} cannot read EXIF orientation; install "
+            "opencv-python-headless>=4.12"
+        )
+
+
 def exif_orientation(exif: bytes) -> int:
     """The orientation tag (1..8) of a TIFF-structured EXIF block; 1 when absent or unreadable."""
     if len(exif) < 8 or exif[:4] not in (b"II*\x00", b"MM\x00*"):
