@@ -251,13 +251,9 @@ def engine_command(
     )
     from dbsi.export.metadata import read_metadata
 
+    shapes = shape_option(min_shape), shape_option(opt_shape), shape_option(max_shape)
     try:
-        profile = build_profile(
-            read_metadata(model),
-            shape_option(min_shape),
-            shape_option(opt_shape),
-            shape_option(max_shape),
-        )
+        profile = build_profile(read_metadata(model), *shapes)
         require_tensorrt_and_gpu()
     except ValueError as exc:
         fail(str(exc))
@@ -294,7 +290,7 @@ def info_command(file: Path, as_json: bool) -> None:
     from dbsi.export.metadata import read_metadata
 
     try:
-        if file.suffix in (".engine", ".plan", ".json"):
+        if file.suffix in (".engine", ".plan", ".trt", ".json"):
             info = read_sidecar(file)
         else:
             info = read_metadata(file)

@@ -20,9 +20,10 @@ from typing import Any
 from dbsi.export.metadata import read_metadata
 from dbsi.runtime.atomic import atomic_write_bytes, atomic_write_text
 
+# The sidecar's reader (the runtime's TensorRT backend) defines its name and format.
+from dbsi.runtime.tensorrt_backend import SIDECAR_FORMAT, SIDECAR_FORMAT_VERSION, sidecar_path
+
 INPUT_NAME = "image"
-SIDECAR_FORMAT = "dbsi-engine-sidecar"
-SIDECAR_FORMAT_VERSION = 1
 # Defaults cover single EBB!-sized photos best and batches of up to 4 HD frames (1920x1080 in
 # either orientation); the minimum comes from the ONNX's metadata.
 DEFAULT_OPT_SHAPE = (1, 1024, 1536, 3)
@@ -117,7 +118,11 @@ def require_tensorrt_and_gpu() -> tuple[Any, dict[str, str]]:
     if err != cudart.cudaError_t.cudaSuccess:
         raise EnvironmentProblem(f"cannot query GPU 0: cudaGetDeviceProperties returned {err}")
     name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else props.name
-    gpu = {"gpu_name": name.rstrip("\x00"), "compute_capability": f"{props.major}.{props.minor}"}
+    # Normalised as the runtime's TensorRT backend does, which compares it with the sidecar's.
+    gpu = {
+        "gpu_name": name.rstrip("\x00").strip(),
+        "compute_capability": f"{props.major}.{props.minor}",
+    }
     return trt, gpu
 
 
@@ -196,15 +201,10 @@ def build_engine(
     return sidecar
 
 
-def sidecar_path(engine_path: str | Path) -> Path:
-    """``model.engine`` -> ``model.engine.json``."""
-    engine_path = Path(engine_path)
-    return engine_path.with_name(engine_path.name + ".json")
-
-
 def read_sidecar(path: str | Path) -> dict[str, Any]:
-    """The sidecar of an engine (pass the engine or the sidecar itself); ValueError naming the
-    file when it is missing or not ours."""
+    """The sidecar of an engine (pass the engine or the sidecar itself) for display; ValueError
+    naming the file when it is missing or not ours. Unlike the runtime's loader it needs no
+    engine file next to it."""
     path = Path(path)
     json_path = path if path.suffix == ".json" else sidecar_path(path)
     if not json_path.is_file():
