@@ -6,7 +6,6 @@ Skips with the reason where TensorRT, cuda-python or a GPU is missing (every CPU
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -23,56 +22,18 @@ _err, _count = cudart.cudaGetDeviceCount()
 if _err != cudart.cudaError_t.cudaSuccess or _count == 0:
     pytest.skip("no CUDA GPU on this machine", allow_module_level=True)
 
-from dbsi.runtime.tensorrt_backend import local_gpu  # noqa: E402
+from dbsi.export.engine import build_engine  # noqa: E402
 from tests.test_runtime_cli import TinyModel, generated, run_cli, write  # noqa: E402
 from tests.test_runtime_cli import tiny_model as tiny_model  # noqa: E402,F401
 
 PROFILE = {"min": [1, 38, 38, 3], "opt": [2, 96, 128, 3], "max": [4, 512, 512, 3]}
 
 
-def build_engine(onnx_path: Path, engine_path: Path, metadata: dict[str, str], **extra) -> Path:
-    """Build an fp32 engine (TF32 off) with the DESIGN.md section 4 sequence and write the
-    sidecar docs/ARTEFACTS.md describes."""
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
-        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-        raise RuntimeError(f"ONNX parse failed: {errors}")
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, 2 << 30)
-    config.clear_flag(trt.BuilderFlag.TF32)
-    profile = builder.create_optimization_profile()
-    profile.set_shape("image", PROFILE["min"], PROFILE["opt"], PROFILE["max"])
-    config.add_optimization_profile(profile)
-    serialized = builder.build_serialized_network(network, config)
-    assert serialized is not None, "TensorRT could not build the engine"
-    engine_path.write_bytes(bytes(serialized))
-    gpu_name, capability = local_gpu(cudart)
-    sidecar = {
-        "format": "dbsi-engine-sidecar",
-        "format_version": 1,
-        "tensorrt_version": trt.__version__,
-        "gpu_name": gpu_name,
-        "compute_capability": capability,
-        "precision": "fp32",
-        "tf32": False,
-        "profile": PROFILE,
-        "version_compatible": False,
-        "onnx_sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
-        "engine_sha256": hashlib.sha256(engine_path.read_bytes()).hexdigest(),
-        "onnx_metadata": metadata,
-        **extra,
-    }
-    engine_path.with_name(engine_path.name + ".json").write_text(json.dumps(sidecar))
-    return engine_path
-
-
 @pytest.fixture(scope="module")
 def engine(tiny_model: TinyModel, tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("engine")
-    return build_engine(tiny_model.path, folder / "tiny.engine", tiny_model.metadata)
+    path = tmp_path_factory.mktemp("engine") / "tiny.engine"
+    build_engine(tiny_model.path, path, profile=PROFILE, workspace_bytes=2 << 30, timing_cache=None)
+    return path
 
 
 @pytest.mark.gpu
