@@ -1,1 +1,9 @@
-"""(filled in by its issue)"""
+"""PyTorch -> ONNX (fp32, fp16) -> TensorRT engine, the checks every export passes, and
+``bokeh-export``.
+
+Modules: ``onnx_graph`` (the traced pixels-to-bokeh graph), ``metadata`` (the ``dbsi.*``
+metadata_props), ``fp16`` (FP16 graph for strongly typed TensorRT), ``parity`` (parity
+statistics and thresholds, numpy only), ``checks`` (checker, shape inference, TensorRT graph
+rules, ONNX Runtime against PyTorch on real photos), ``engine`` (TensorRT build and sidecar),
+``cli``.
+"""
