@@ -1,0 +1,209 @@
+"""``bokeh-train``: generate the synthetic set, train the three phases, list the presets."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+from tqdm import tqdm
+
+from dbsi.train.phases import PRESETS, with_overrides
+from dbsi.train.synthetic import SceneSpec, is_generated, write_dataset
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Train the DBSI bokeh model (PyTorch) and make its synthetic training data."""
+
+
+@main.command()
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder to write original/, bokeh/, depth/ and dataset.json into.",
+)
+@click.option(
+    "--count",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Number of scenes (ids 0..count-1).",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Scene i depends only on (seed, i): same seed, same files.",
+)
+@click.option("--height", type=click.IntRange(min=16), default=192, show_default=True)
+@click.option("--width", type=click.IntRange(min=16), default=256, show_default=True)
+@click.option(
+    "--max-coc",
+    type=float,
+    default=0.06,
+    show_default=True,
+    help="Strongest blur: circle of confusion at infinity, fraction of the long side.",
+)
+@click.option("--force", is_flag=True, help="Regenerate even if the same set is already there.")
+def synth(out: Path, count: int, seed: int, height: int, width: int, max_coc: float,
+          force: bool) -> None:  # fmt: skip
+    """Render a synthetic depth-of-field set in the EBB! layout.
+
+    Each scene stacks textured shapes at random depths over a far background; the ground truth
+    is a thin-lens render (disc aperture, circle of confusion from depth and focus distance,
+    layers blurred and composited back to front).
+
+    Example: bokeh-train synth --out demo/data --count 64 --seed 0
+    """
+    try:
+        spec = SceneSpec(height=height, width=width, max_coc=max_coc)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    if not force and is_generated(out, count, seed, spec):
+        click.echo(f"{out}: these {count} scenes (seed {seed}) are already there, nothing to do")
+        return
+    with tqdm(total=count, desc="scenes", unit="scene") as bar:
+        write_dataset(out, count, seed, spec, on_scene=lambda _: bar.update(1))
+    click.echo(f"wrote {count} scenes of {height}x{width} (seed {seed}) to {out}")
+
+
+@main.command()
+def presets() -> None:
+    """Show the built-in plans (phases, sizes, epochs, batch sizes, kernels, width)."""
+    for name, plan in PRESETS.items():
+        click.echo(f"{name}: kernels {list(plan.kernel_sizes)}, width {plan.width}, "
+                   f"mode {plan.mode}, lr {plan.lr_start:g} -> {plan.lr_end:g}")  # fmt: skip
+        for p in plan.phases:
+            click.echo(f"  {p.name}: {p.height}x{p.width}, loss {p.loss}, "
+                       f"{p.epochs} epochs, batch {p.batch_size}")  # fmt: skip
+
+
+def parse_kernels(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(int(k) for k in text.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a comma list of odd sizes") from None
+
+
+@main.command()
+@click.argument("phases", nargs=-1)
+@click.option(
+    "--data",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    required=True,
+    help="Dataset root: AIM (Training/), PyNET (train/) or original/+bokeh/.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Run folder: plan.json, split.json, phaseN/{best,last}.pt, logs, grids.",
+)
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), default="paper", show_default=True)
+@click.option(
+    "--sizes",
+    help="Training size HxW for every phase, or one per phase: 384x512,768x1024,768x1024.",
+)
+@click.option("--epochs", help="Epochs for every phase, or one per phase: 20,10,5.")
+@click.option("--batch-size", help="Batch size (per process) for every phase, or one per phase.")
+@click.option("--kernels", help="Blur kernel sizes, e.g. 25,45,75.")
+@click.option("--width", type=float, help="Channel width multiplier (1.0 = MegaDepth).")
+@click.option(
+    "--mode", type=click.Choice(["fullres", "paper"]), help="Render mode stored in the checkpoints."
+)
+@click.option("--lr", type=float, help="Starting learning rate (decays to --lr-end over the run).")
+@click.option("--lr-end", type=float, help="Final learning rate.")
+@click.option("--seed", type=int, help="Seed for init, split, shuffling and flips.")
+@click.option(
+    "--megadepth",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="MegaDepth weights to initialise the backbone (width 1.0 only).",
+)
+@click.option(
+    "--split-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help='JSON {"train": [stems], "val": [stems]} overriding the default split.',
+)
+@click.option("--resume", is_flag=True, help="Continue an unfinished phase from its last.pt.")
+@click.option("--force", is_flag=True, help="Redo the selected phases even if finished.")
+@click.option(
+    "--max-steps",
+    type=click.IntRange(min=1),
+    help="Stop (resumably) once the run reaches this global step.",
+)
+@click.option(
+    "--save-every",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Also write last.pt every N steps (0: at each epoch's end).",
+)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option(
+    "--amp/--no-amp",
+    default=None,
+    help="Autocast (bf16, else fp16). Default: on for CUDA, off for CPU.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=min(4, os.cpu_count() or 1),
+    show_default=True,
+    help="DataLoader worker processes decoding images.",
+)
+@click.option("--no-progress", is_flag=True, help="No progress bars (logs only).")
+def run(phases: tuple[str, ...], data: Path, out: Path, preset: str, sizes: str | None,
+        epochs: str | None, batch_size: str | None, kernels: str | None, width: float | None,
+        mode: str | None, lr: float | None, lr_end: float | None, seed: int | None,
+        megadepth: Path | None, split_file: Path | None, resume: bool, force: bool,
+        max_steps: int | None, save_every: int, device: str, amp: bool | None, workers: int,
+        no_progress: bool) -> None:  # fmt: skip
+    """Train all phases of a preset, or only the PHASES named (phase1 phase2 phase3).
+
+    Each phase starts from the previous phase's best.pt; a finished phase is skipped on a
+    rerun. Under torchrun (several GPUs or machines) each process trains its shard with DDP.
+
+    Example: bokeh-train run --preset tiny --data demo/data --out demo/run
+    """
+    from dbsi.train.trainer import RunDirError, RunOptions, Trainer, TrainingDiverged
+
+    try:
+        plan = with_overrides(
+            PRESETS[preset], sizes=sizes, epochs=epochs, batch_size=batch_size,
+            kernel_sizes=parse_kernels(kernels), width=width, mode=mode, lr_start=lr,
+            lr_end=lr_end, seed=seed,
+        )  # fmt: skip
+        options = RunOptions(
+            data=data, out=out, device=device, amp=amp, workers=workers, split_file=split_file,
+            megadepth=megadepth, resume=resume, force=force, max_steps=max_steps,
+            save_every=save_every, progress=not no_progress,
+        )  # fmt: skip
+        trainer = Trainer(plan, options, log=lambda m: click.echo(m, err=True))
+        results = trainer.run(list(phases) or None)
+    except TrainingDiverged as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except (RunDirError, ValueError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    if trainer.dist.main:
+        summarise(results)
+    if any(r.status == "stopped" for r in results):
+        sys.exit(130 if not max_steps else 0)
+
+
+def summarise(results: list) -> None:
+    click.echo("summary:")
+    for r in results:
+        best = r.best_metrics
+        scores = (
+            f"best val PSNR {best['val_psnr']:.2f} dB, SSIM {best['val_ssim']:.4f}"
+            if best else "no validation yet"
+        )  # fmt: skip
+        click.echo(f"  {r.phase}: {r.status}, {scores}, checkpoint {r.best}")
