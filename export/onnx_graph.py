@@ -8,6 +8,7 @@ normalisation, resizing, weight prediction, blurs and blend all live inside.
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from pathlib import Path
 from typing import Any
@@ -56,18 +57,26 @@ def trace_onnx(renderer: BokehRenderer, *, with_weights: bool = False) -> onnx.M
     width = torch.export.Dim("width", min=min_side, max=MAX_SIDE)
     # A sample that specialises nothing: batch 2, sides that differ and are not network sizes.
     sample = torch.randint(0, 256, (2, min_side + 61, min_side + 93, 3), dtype=torch.uint8)
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            module,
-            (sample,),
-            dynamo=True,
-            dynamic_shapes=({0: batch, 1: height, 2: width},),
-            input_names=[INPUT_NAME],
-            output_names=output_names(with_weights),
-            opset_version=OPSET,
-            verbose=False,
-        )
+    # The exporter logs one warning per torchvision op it cannot register (torchvision is not
+    # needed here); silence that logger for the export only.
+    registration_log = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration_log.level
+    registration_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                module,
+                (sample,),
+                dynamo=True,
+                dynamic_shapes=({0: batch, 1: height, 2: width},),
+                input_names=[INPUT_NAME],
+                output_names=output_names(with_weights),
+                opset_version=OPSET,
+                verbose=False,
+            )
+    finally:
+        registration_log.setLevel(level)
     return program.model_proto
 
 
