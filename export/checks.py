@@ -225,15 +225,17 @@ def run_checks(
     path: str | Path,
     renderer: BokehRenderer | None,
     photos: dict[str, np.ndarray] | None = None,
+    name: str | None = None,
 ) -> CheckReport:
     """Every check on the ONNX at ``path``; parity needs the ``renderer`` it was exported from
-    (None runs the graph on the photos without judging the pixels). Returns the report; raises
-    ``CheckFailed`` carrying it when a check fails."""
+    (None runs the graph on the photos without judging the pixels). ``name`` is what the report
+    calls the file (default ``path``; the exporter checks a temporary file before renaming it).
+    Returns the report; raises ``CheckFailed`` carrying it when a check fails."""
     path = Path(path)
     model = onnx.load(str(path))
-    metadata = model_metadata(model, str(path))
+    metadata = model_metadata(model, name or str(path))
     precision = metadata["dbsi.precision"]
-    report = CheckReport(str(path))
+    report = CheckReport(name or str(path))
     report.add(
         "onnx.checker (full)", _problems_of(lambda: onnx.checker.check_model(str(path), True))
     )

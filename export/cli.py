@@ -136,7 +136,7 @@ def onnx_command(
                 bar.update()
                 if not skip_checks:
                     bar.set_postfix_str("checking on real photos")
-                    report = run_checks(tmp, renderer, photos)
+                    report = run_checks(tmp, renderer, photos, name=str(output))
                     bar.update()
     except CheckFailed as exc:
         print_report(exc.report)

@@ -14,8 +14,10 @@ import numpy as np
 
 # fp32: every pixel within 2 levels, and at most 0.1% of pixels more than 1 level off (a pixel
 # counts as off when any of its channels is). fp16: PSNR against the fp32 reference.
+# Weight maps (when the graph outputs them): a weight error of 1/510 moves a pixel by half a
+# level at most; the limits stay well below that (ONNX Runtime fp32 measures about 1e-5).
 PARITY_THRESHOLDS: dict[str, dict[str, float]] = {
-    "fp32": {"max_abs_error": 2, "max_share_over_1_level": 0.001, "weights_max_abs_error": 1e-4},
+    "fp32": {"max_abs_error": 2, "max_share_over_1_level": 0.001, "weights_max_abs_error": 5e-4},
     "fp16": {"min_psnr_db": 40.0, "weights_max_abs_error": 1e-2},
 }
 
