@@ -296,7 +296,7 @@ def quality(models, out, repeats, warmup, cache, data, subset, modes, limit, lpi
 
     --repeats and --warmup are accepted for symmetry and not used."""
     from dbsi.benchmarks.lpips_alex import load_lpips
-    from dbsi.benchmarks.pairs import discover_pairs
+    from dbsi.benchmarks.pairs import select_pairs
     from dbsi.benchmarks.quality import (
         COLUMNS,
         PROTOCOL,
@@ -315,7 +315,9 @@ def quality(models, out, repeats, warmup, cache, data, subset, modes, limit, lpi
         )
     machine = machine_info_module.machine_info()
     gpu = bool(machine["gpus"])
-    pairs, chosen = discover_pairs(data, subset)
+    pairs, chosen, left_out = select_pairs(data, subset)
+    for reason in left_out:
+        echo(f"left out: {reason}")
     pairs = pairs[:limit] if limit else pairs
     echo(f"{chosen}; evaluating {len(pairs)} pairs")
     lpips_model, lpips_status = load_lpips(lpips_backbone)

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from dbsi.benchmarks.models import Candidate
-from dbsi.benchmarks.pairs import Pair
+from dbsi.train.data import Pair
 
 BLUR_BASELINE_SIZE = 75
 PROTOCOL = (
@@ -121,7 +121,7 @@ def evaluate(
             row = {
                 "method": name,
                 "mode": mode,
-                "pair": pair.name,
+                "pair": pair.stem,
                 "psnr_db": psnr(target, prediction),
                 "ssim": ssim(target, prediction),
                 "lpips": None

@@ -261,7 +261,7 @@ def test_quality_skips_an_unreadable_pair_counts_it_and_exits_1(tiny, tmp_path, 
     [
         (["speed", "--model", "/no/such/model.onnx"], "/no/such/model.onnx: no such model file"),
         (["speed", "--size", "1024by1536"], "is not HEIGHTxWIDTH"),
-        (["quality", "/no/such/folder"], "/no/such/folder: no such folder"),
+        (["quality", "/no/such/folder"], "/no/such/folder: no such data folder"),
     ],
 )
 def test_bad_usage_exits_2_with_a_one_line_reason(args, message, tmp_path):

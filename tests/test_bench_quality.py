@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from skimage.metrics import structural_similarity
 
-from dbsi.benchmarks.pairs import discover_pairs
+from dbsi.benchmarks.pairs import select_pairs
 from dbsi.benchmarks.quality import evaluate, global_blur, identity, psnr, read_image, ssim
 from tests.conftest import real_photo
 
@@ -47,7 +47,7 @@ def test_identity_baseline_on_identical_pair_reports_inf_and_one(tmp_path):
     for sub in ("original", "bokeh"):
         (tmp_path / sub).mkdir()
         cv2.imwrite(str(tmp_path / sub / "7.png"), bgr)
-    pairs, _ = discover_pairs(tmp_path)
+    pairs, _, _ = select_pairs(tmp_path)
     methods = [("identity", "-", identity), ("gaussian-blur-75", "-", global_blur)]
     summary, per_pair = evaluate(methods, pairs, None, "unavailable: test", log=print)
     by_method = {r["method"]: r for r in summary}
@@ -68,17 +68,19 @@ def make_layout(root, ids, sub="Training"):
 
 def test_aim_layout_defaults_to_val294(tmp_path):
     make_layout(tmp_path, [4399, 4400, 4693])
-    pairs, chosen = discover_pairs(tmp_path)
-    assert [p.name for p in pairs] == ["4400", "4693"]
+    pairs, chosen, _ = select_pairs(tmp_path)
+    assert [p.stem for p in pairs] == ["4400", "4693"]
     assert "Val294" in chosen
-    assert [p.name for p in discover_pairs(tmp_path, "all")[0]] == ["4399", "4400", "4693"]
+    assert [p.stem for p in select_pairs(tmp_path, "all")[0]] == ["4399", "4400", "4693"]
 
 
 def test_pynet_layout_takes_every_pair_in_numeric_order(tmp_path):
     make_layout(tmp_path, [10, 9, 4400], sub="train")
-    assert [p.name for p in discover_pairs(tmp_path)[0]] == ["9", "10", "4400"]
+    pairs, chosen, _ = select_pairs(tmp_path)
+    assert [p.stem for p in pairs] == ["9", "10", "4400"]
+    assert chosen.endswith("PyNET layout, all 3 pairs")
 
 
 def test_folder_without_pairs_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="no EBB! layout found"):
-        discover_pairs(tmp_path)
+        select_pairs(tmp_path)
