@@ -168,8 +168,10 @@ def build_engine(
     config.add_optimization_profile(optimisation_profile)
     cache_path = Path(timing_cache) if timing_cache else None
     cached = cache_path.read_bytes() if cache_path and cache_path.is_file() else b""
-    # True: a cache from another GPU or TensorRT version is ignored instead of failing.
-    config.set_timing_cache(config.create_timing_cache(cached), True)
+    # Held in a local: the config keeps only a pointer to it. True: a cache from another GPU or
+    # TensorRT version is ignored instead of failing the build.
+    cache = config.create_timing_cache(cached)
+    config.set_timing_cache(cache, True)
 
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
