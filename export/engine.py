@@ -23,7 +23,7 @@ from dbsi.runtime.atomic import atomic_write_bytes, atomic_write_text
 # The sidecar's reader (the runtime's TensorRT backend) defines its name and format.
 from dbsi.runtime.tensorrt_backend import SIDECAR_FORMAT, SIDECAR_FORMAT_VERSION, sidecar_path
 
-INPUT_NAME = "image"
+INPUT_NAME = "image"  # onnx_graph.INPUT_NAME; importing that module would pull in torch
 # Defaults cover single EBB!-sized photos best and batches of up to 4 HD frames (1920x1080 in
 # either orientation); the minimum comes from the ONNX's metadata.
 DEFAULT_OPT_SHAPE = (1, 1024, 1536, 3)
