@@ -39,12 +39,12 @@ def main() -> None:
     show_default=True,
     help="Scene i depends only on (seed, i): same seed, same files.",
 )
-@click.option("--height", type=click.IntRange(min=16), default=192, show_default=True)
-@click.option("--width", type=click.IntRange(min=16), default=256, show_default=True)
+@click.option("--height", type=click.IntRange(min=16), default=96, show_default=True)
+@click.option("--width", type=click.IntRange(min=16), default=128, show_default=True)
 @click.option(
     "--max-coc",
     type=float,
-    default=0.06,
+    default=0.1,
     show_default=True,
     help="Strongest blur: circle of confusion at infinity, fraction of the long side.",
 )
@@ -207,3 +207,5 @@ def summarise(results: list) -> None:
             if best else "no validation yet"
         )  # fmt: skip
         click.echo(f"  {r.phase}: {r.status}, {scores}, checkpoint {r.best}")
+if __name__ == "__main__":
+    main()

@@ -36,11 +36,11 @@ class SceneSpec:
     """What a generated set looks like. ``max_coc`` is the circle of confusion's diameter for a
     point at infinity, as a fraction of the image's long side (the strongest background blur)."""
 
-    height: int = 192
-    width: int = 256
+    height: int = 96
+    width: int = 128
     min_shapes: int = 2
     max_shapes: int = 5
-    max_coc: float = 0.06
+    max_coc: float = 0.1
     focus_depth_range: tuple[float, float] = (0.8, 3.0)
     background_depth_range: tuple[float, float] = (8.0, 30.0)
     jpeg_quality: int = 95
