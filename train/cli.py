@@ -207,5 +207,7 @@ def summarise(results: list) -> None:
             if best else "no validation yet"
         )  # fmt: skip
         click.echo(f"  {r.phase}: {r.status}, {scores}, checkpoint {r.best}")
+
+
 if __name__ == "__main__":
     main()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -281,7 +281,3 @@ def random_flips(
         originals.append(o.flip(dims) if dims else o)
         bokehs.append(b.flip(dims) if dims else b)
     return torch.stack(originals), torch.stack(bokehs)
-
-
-def stems_of(pairs: Iterable[Pair]) -> list[str]:
-    return [p.stem for p in pairs]
