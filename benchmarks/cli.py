@@ -29,8 +29,29 @@ def fail(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
+def apply_options(fn: Callable, options: list[Callable]) -> Callable:
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def timing_options(fn: Callable) -> Callable:
+    """--repeats and --warmup, for the commands that time things."""
+    return apply_options(
+        fn,
+        [
+            click.option(
+                "--repeats", type=click.IntRange(1), help="Measured calls (CPU 3, GPU 30)."
+            ),
+            click.option(
+                "--warmup", type=click.IntRange(0), help="Unmeasured calls first (CPU 1, GPU 5)."
+            ),
+        ],
+    )
+
+
 def common_options(fn: Callable) -> Callable:
-    """--model, --out, --repeats, --warmup, --cache on every command."""
+    """--model, --out, --cache on every command."""
     options = [
         click.option(
             "--model",
@@ -48,10 +69,6 @@ def common_options(fn: Callable) -> Callable:
             show_default=True,
             help="Folder for the JSON and markdown reports (and the scaling PNG).",
         ),
-        click.option("--repeats", type=click.IntRange(1), help="Measured calls (CPU 3, GPU 30)."),
-        click.option(
-            "--warmup", type=click.IntRange(0), help="Unmeasured calls first (CPU 1, GPU 5)."
-        ),
         click.option(
             "--cache",
             type=click.Path(file_okay=False, path_type=Path),
@@ -60,9 +77,7 @@ def common_options(fn: Callable) -> Callable:
             help="Where exported ONNX files and the random checkpoint are kept between runs.",
         ),
     ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
+    return apply_options(fn, options)
 
 
 def environment_errors(fn: Callable) -> Callable:
@@ -154,6 +169,7 @@ def main() -> None:
 
 @main.command()
 @common_options
+@timing_options
 @click.option(
     "--size",
     "sizes",
@@ -219,13 +235,11 @@ def speed(models, out, repeats, warmup, cache, sizes, batches, no_codec) -> None
 @main.command()
 @common_options
 @environment_errors
-def parity(models, out, repeats, warmup, cache) -> None:
+def parity(models, out, cache) -> None:
     """Every backend against the PyTorch fp32 render of the same real photos (scikit-image's
     astronaut, coffee, chelsea, motorcycle): max abs error, PSNR, share of pixels off by more
     than one level, pass/fail by precision (fp32: max 2 levels and at most 0.1% of pixels off by
-    more than 1; fp16: PSNR >= 40 dB). Exit code 1 when any backend fails.
-
-    --repeats and --warmup are accepted for symmetry and not used."""
+    more than 1; fp16: PSNR >= 40 dB). Exit code 1 when any backend fails."""
     from dbsi.benchmarks.images import real_photos
     from dbsi.benchmarks.parity import COLUMNS, run_parity
 
@@ -287,14 +301,12 @@ def parity(models, out, repeats, warmup, cache) -> None:
     help="torchvision's alexnet-owt-7be5be79.pth, if not in the torch hub cache.",
 )
 @environment_errors
-def quality(models, out, repeats, warmup, cache, data, subset, modes, limit, lpips_backbone):
+def quality(models, out, cache, data, subset, modes, limit, lpips_backbone):
     """PSNR, SSIM and LPIPS on DATA, an EBB!-layout folder (Training/original+bokeh,
     train/original+bokeh, or original/+bokeh/, e.g. `bokeh-train synth` output), by the paper
     author's protocol, for the model in each render mode and for two baselines: identity and a
     global 75x75 Gaussian blur. LPIPS is "unavailable" without the AlexNet backbone file.
-    Exit code 1 when some pair could not be evaluated.
-
-    --repeats and --warmup are accepted for symmetry and not used."""
+    Exit code 1 when some pair could not be evaluated."""
     from dbsi.benchmarks.lpips_alex import load_lpips
     from dbsi.benchmarks.pairs import select_pairs
     from dbsi.benchmarks.quality import (
@@ -370,6 +382,7 @@ def empty_set():
 
 @main.command()
 @common_options
+@timing_options
 @click.option(
     "--size",
     "sizes",

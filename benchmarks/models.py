@@ -156,8 +156,10 @@ def random_checkpoint(cache: Path, width: float = 1.0) -> Path:
 def cached_onnx(checkpoint: Path, cache: Path, log: Callable[[str], None] = print) -> Path:
     """The fp32 ONNX export of ``checkpoint``, made once per checkpoint content."""
     from dbsi.export.metadata import build_metadata
-    from dbsi.export.onnx_graph import MAX_SIDE, OUTPUT_NAME, export_onnx
-    from dbsi.train.checkpoint import file_sha256, load_renderer, toolkit_version
+    from dbsi.export.onnx_graph import export_onnx
+    from dbsi.runtime.contract import MAX_SIDE, OUTPUT_NAME
+    from dbsi.runtime.provenance import file_sha256, toolkit_version
+    from dbsi.train.checkpoint import load_renderer
 
     digest = file_sha256(checkpoint)
     path = cache / digest[:16] / "model.onnx"

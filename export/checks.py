@@ -20,8 +20,9 @@ import torch
 from onnx import TensorProto, numpy_helper
 
 from dbsi.export.metadata import model_metadata
-from dbsi.export.onnx_graph import INPUT_NAME, OUTPUT_NAME, WEIGHTS_NAME, PixelsToBokeh
+from dbsi.export.onnx_graph import PixelsToBokeh
 from dbsi.export.parity import PARITY_THRESHOLDS, parity_failures, parity_stats
+from dbsi.runtime.contract import INPUT_NAME, OUTPUT_NAME, WEIGHTS_NAME
 from dbsi.train.render import BokehRenderer
 
 MIN_OPSET = 17
@@ -155,9 +156,8 @@ def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
 
 def static_graph_problems(model: onnx.ModelProto, min_input_side: int) -> list[str]:
     """What TensorRT would reject or get wrong: opset < 17, antialiased Resize, Resize by
-    non-constant or fractional scales (a computed size must use ``sizes``; exact integer
-    upsampling by constant scales is safe), Pad with shape-dependent pads or a reflect pad that
-    could reach the input's own size."""
+    scales instead of sizes, Pad with shape-dependent pads or a reflect pad that could reach
+    the input's own size."""
     problems = []
     opset = max(
         (imp.version for imp in model.opset_import if imp.domain in ("", "ai.onnx")), default=0
@@ -173,9 +173,7 @@ def static_graph_problems(model: onnx.ModelProto, min_input_side: int) -> list[s
             scales = node.input[2] if len(node.input) > 2 else ""
             sizes = node.input[3] if len(node.input) > 3 else ""
             if scales and not sizes:
-                value = constants.get(scales)
-                if value is None or not np.all(value == np.round(value)):
-                    problems.append(f"{node.name}: Resize by scales instead of sizes")
+                problems.append(f"{node.name}: Resize by scales instead of sizes")
         elif node.op_type == "Pad":
             pads = constants.get(node.input[1]) if len(node.input) > 1 else None
             if pads is None:

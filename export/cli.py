@@ -90,14 +90,11 @@ def onnx_command(
     from dbsi.export.checks import CheckFailed, check_photos, run_checks
     from dbsi.export.fp16 import convert_to_fp16
     from dbsi.export.metadata import build_metadata, set_metadata
-    from dbsi.export.onnx_graph import MAX_SIDE, output_names, trace_onnx
+    from dbsi.export.onnx_graph import output_names, trace_onnx
     from dbsi.runtime.atomic import atomic_path
-    from dbsi.train.checkpoint import (
-        file_sha256,
-        read_checkpoint,
-        renderer_from_checkpoint,
-        toolkit_version,
-    )
+    from dbsi.runtime.contract import MAX_SIDE
+    from dbsi.runtime.provenance import file_sha256, toolkit_version
+    from dbsi.train.checkpoint import read_checkpoint, renderer_from_checkpoint
 
     try:
         renderer = renderer_from_checkpoint(read_checkpoint(checkpoint), str(checkpoint))
@@ -163,7 +160,8 @@ def check_command(model: Path, checkpoint: Path | None) -> None:
     Runtime against the PyTorch render of CHECKPOINT on real photos)."""
     from dbsi.export.checks import CheckFailed, check_photos, run_checks
     from dbsi.export.metadata import read_metadata, render_config
-    from dbsi.train.checkpoint import file_sha256, read_checkpoint, renderer_from_checkpoint
+    from dbsi.runtime.provenance import file_sha256
+    from dbsi.train.checkpoint import read_checkpoint, renderer_from_checkpoint
 
     try:
         metadata = read_metadata(model)

@@ -13,17 +13,17 @@ import datetime
 import hashlib
 import json
 import time
-from importlib import metadata as package_metadata
 from pathlib import Path
 from typing import Any
 
 from dbsi.export.metadata import read_metadata
 from dbsi.runtime.atomic import atomic_write_bytes, atomic_write_text
+from dbsi.runtime.contract import INPUT_NAME
+from dbsi.runtime.provenance import file_sha256, toolkit_version
 
 # The sidecar's reader (the runtime's TensorRT backend) defines its name and format.
 from dbsi.runtime.tensorrt_backend import SIDECAR_FORMAT, SIDECAR_FORMAT_VERSION, sidecar_path
 
-INPUT_NAME = "image"  # onnx_graph.INPUT_NAME; importing that module would pull in torch
 # Defaults cover single EBB!-sized photos best and batches of up to 4 HD frames (1920x1080 in
 # either orientation); the minimum comes from the ONNX's metadata.
 DEFAULT_OPT_SHAPE = (1, 1024, 1536, 3)
@@ -40,14 +40,6 @@ class EnvironmentProblem(RuntimeError):
 
 class BuildFailed(RuntimeError):
     """TensorRT could not parse the ONNX or build the engine."""
-
-
-def toolkit_version() -> str:
-    # dbsi.train.checkpoint.toolkit_version says the same, but importing it pulls in torch.
-    try:
-        return package_metadata.version("dbsi-bokeh")
-    except package_metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def parse_shape(text: str) -> tuple[int, int, int, int]:
@@ -191,7 +183,7 @@ def build_engine(
         "profile": profile,
         "workspace_bytes": int(workspace_bytes),
         "version_compatible": version_compatible,
-        "onnx_sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
+        "onnx_sha256": file_sha256(onnx_path),
         "engine_sha256": hashlib.sha256(engine_bytes).hexdigest(),
         "onnx_metadata": onnx_metadata,
         "build_seconds": round(build_seconds, 3),

@@ -13,8 +13,8 @@ from typing import Any
 
 import onnx
 
-ONNX_FORMAT = "dbsi-onnx"
-ONNX_FORMAT_VERSION = 1
+from dbsi.runtime.contract import INPUT_LAYOUT, ONNX_FORMAT, ONNX_FORMAT_VERSION
+
 PRECISIONS = ("fp32", "fp16")
 PREFIX = "dbsi."
 REQUIRED_KEYS = (
@@ -50,9 +50,7 @@ def build_metadata(
         "dbsi.format": ONNX_FORMAT,
         "dbsi.format_version": str(ONNX_FORMAT_VERSION),
         "dbsi.config": json.dumps(config, sort_keys=True),
-        "dbsi.layout": "NHWC",
-        "dbsi.color_order": "BGR",
-        "dbsi.input_dtype": "uint8",
+        **INPUT_LAYOUT,
         "dbsi.min_input_side": str(min_input_side),
         "dbsi.max_input_side": str(max_input_side),
         "dbsi.outputs": json.dumps(outputs),

@@ -18,14 +18,10 @@ import torch
 from torch import nn
 
 from dbsi.runtime.atomic import atomic_path
+from dbsi.runtime.contract import INPUT_NAME, MAX_BATCH, MAX_SIDE, OUTPUT_NAME, WEIGHTS_NAME
 from dbsi.train.render import BokehRenderer
 
 OPSET = 18
-INPUT_NAME = "image"
-OUTPUT_NAME = "bokeh"
-WEIGHTS_NAME = "weights"
-# Largest side the exported graph accepts (8K); the minimum comes from the config.
-MAX_SIDE = 8192
 
 
 class PixelsToBokeh(nn.Module):
@@ -52,7 +48,7 @@ def trace_onnx(renderer: BokehRenderer, *, with_weights: bool = False) -> onnx.M
     renderer = renderer.eval()
     module = PixelsToBokeh(renderer, with_weights).eval()
     min_side = renderer.config.min_input_side
-    batch = torch.export.Dim("batch", min=1, max=256)
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     height = torch.export.Dim("height", min=min_side, max=MAX_SIDE)
     width = torch.export.Dim("width", min=min_side, max=MAX_SIDE)
     # A sample that specialises nothing: batch 2, sides that differ and are not network sizes.

@@ -16,11 +16,9 @@ from typing import Any
 
 import numpy as np
 
-ONNX_FORMAT = "dbsi-onnx"
-ONNX_FORMAT_VERSION = "1"
+from dbsi.runtime.contract import INPUT_LAYOUT, ONNX_FORMAT, ONNX_FORMAT_VERSION, OUTPUT_NAME
+
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
-# What the runtime feeds every graph: it decodes with OpenCV and never converts.
-EXPECTED_LAYOUT = {"dbsi.layout": "NHWC", "dbsi.color_order": "BGR", "dbsi.input_dtype": "uint8"}
 
 
 class BackendError(RuntimeError):
@@ -39,12 +37,12 @@ def check_dbsi_metadata(metadata: dict[str, str], source: str) -> dict[str, str]
             "export it with bokeh-export"
         )
     version = dbsi.get("dbsi.format_version")
-    if version != ONNX_FORMAT_VERSION:
+    if version != str(ONNX_FORMAT_VERSION):
         raise BackendError(
             f"{source}: DBSI ONNX format version {version!r} is not supported "
             f"(this runtime reads version {ONNX_FORMAT_VERSION})"
         )
-    for key, expected in EXPECTED_LAYOUT.items():
+    for key, expected in INPUT_LAYOUT.items():
         if dbsi.get(key) != expected:
             raise BackendError(
                 f"{source}: {key} is {dbsi.get(key)!r}, this runtime feeds {expected}"
@@ -58,8 +56,8 @@ def check_dbsi_metadata(metadata: dict[str, str], source: str) -> dict[str, str]
         json.loads(dbsi["dbsi.config"])
     except ValueError as exc:
         raise BackendError(f"{source}: malformed dbsi metadata ({exc})") from exc
-    if not isinstance(outputs, list) or "bokeh" not in outputs:
-        raise BackendError(f"{source}: dbsi.outputs {outputs!r} does not list 'bokeh'")
+    if not isinstance(outputs, list) or OUTPUT_NAME not in outputs:
+        raise BackendError(f"{source}: dbsi.outputs {outputs!r} does not list '{OUTPUT_NAME}'")
     return dbsi
 
 

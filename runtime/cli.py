@@ -10,6 +10,7 @@ import click
 from tqdm import tqdm
 
 from dbsi.runtime.backend import BACKENDS, BackendError, open_backend
+from dbsi.runtime.contract import MAX_BATCH, WEIGHTS_NAME
 from dbsi.runtime.images import DEFAULT_QUALITY, ImageError, check_opencv
 from dbsi.runtime.onnxruntime_backend import PROVIDERS
 from dbsi.runtime.pipeline import RunOptions, plan_jobs, remove_stale_partials, run_jobs
@@ -57,7 +58,7 @@ def _report(line: str) -> None:
 )
 @click.option(
     "--batch",
-    type=click.IntRange(1, 256),
+    type=click.IntRange(1, MAX_BATCH),
     default=1,
     show_default=True,
     help="Pictures per inference call; only same-size pictures share a batch.",
@@ -139,7 +140,7 @@ def main(
         click.echo(f"bokeh-run: {exc}", err=True)
         sys.exit(EXIT_USAGE)
     with backend:
-        if save_weights and "weights" not in backend.outputs:
+        if save_weights and WEIGHTS_NAME not in backend.outputs:
             click.echo(
                 f"bokeh-run: {model}: --save-weights needs a model exported with its 'weights' "
                 "output (bokeh-export onnx --with-weights)",

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from dbsi.runtime.backend import Backend, BackendError, check_dbsi_metadata, describe_shape_problem
+from dbsi.runtime.contract import INPUT_NAME, MAX_BATCH, OUTPUT_NAME
 
 PROVIDERS = {
     "tensorrt": "TensorrtExecutionProvider",
@@ -21,9 +22,6 @@ PROVIDERS = {
 }
 # Preference for ``provider=None``: fastest first.
 AUTO_ORDER = ("tensorrt", "cuda", "cpu")
-INPUT_NAME = "image"
-# The ONNX export's dynamic batch dimension (export/onnx_graph.py) goes up to 256.
-MAX_BATCH = 256
 
 
 def _import_onnxruntime():
@@ -101,7 +99,7 @@ class OnnxRuntimeBackend(Backend):
                 f"{[(i.name, i.type) for i in inputs]}"
             )
         self.outputs = [o.name for o in self._session.get_outputs()]
-        if "bokeh" not in self.outputs:
+        if OUTPUT_NAME not in self.outputs:
             raise BackendError(f"{self.path}: the graph has no 'bokeh' output ({self.outputs})")
         active = self._session.get_providers()[0]
         if provider is not None and active != PROVIDERS[provider]:

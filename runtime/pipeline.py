@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from dbsi.runtime.atomic import atomic_write_bytes
 from dbsi.runtime.backend import Backend
+from dbsi.runtime.contract import OUTPUT_NAME, WEIGHTS_NAME
 from dbsi.runtime.images import DEFAULT_QUALITY, ImageError, Picture, read_image, write_image
 from dbsi.runtime.sources import Problem, Source
 from dbsi.runtime.weight_maps import WEIGHTS_SUFFIX, colour_weights
@@ -201,9 +202,9 @@ class _Run:
             for job, _ in group:
                 self.fail(job, f"inference failed: {_reason(exc)}")
             return
-        weights = outputs.get("weights") if self.options.save_weights else None
+        weights = outputs.get(WEIGHTS_NAME) if self.options.save_weights else None
         for i, (job, picture) in enumerate(group):
-            result = Picture(outputs["bokeh"][i], picture.alpha)
+            result = Picture(outputs[OUTPUT_NAME][i], picture.alpha)
             self.finish_encodes(self.max_encoding - 1)
             future = self.encode_pool.submit(
                 _write_outputs,

@@ -14,7 +14,6 @@ largest batch seen, ``set_input_shape`` / ``get_tensor_shape`` / ``set_tensor_ad
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,24 +22,17 @@ from typing import Any
 import numpy as np
 
 from dbsi.runtime.backend import Backend, BackendError, check_dbsi_metadata, describe_shape_problem
+from dbsi.runtime.contract import INPUT_NAME
+from dbsi.runtime.provenance import file_sha256
 
 SIDECAR_FORMAT = "dbsi-engine-sidecar"
 SIDECAR_FORMAT_VERSION = 1
-INPUT_NAME = "image"
 
 
 def sidecar_path(engine_path: str | Path) -> Path:
     """``model.engine`` -> ``model.engine.json``."""
     engine_path = Path(engine_path)
     return engine_path.with_name(engine_path.name + ".json")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_sidecar(engine_path: str | Path) -> dict[str, Any]:
@@ -75,7 +67,7 @@ def read_sidecar(engine_path: str | Path) -> dict[str, Any]:
     except (KeyError, TypeError, ValueError) as exc:
         raise BackendError(f"{path}: bad optimisation profile ({exc})") from exc
     expected_hash = sidecar.get("engine_sha256")
-    if expected_hash and _sha256(engine_path) != expected_hash:
+    if expected_hash and file_sha256(engine_path) != expected_hash:
         raise BackendError(
             f"{engine_path}: its sha256 differs from the one in {path.name}; the engine and the "
             "sidecar do not belong together"

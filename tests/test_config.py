@@ -10,7 +10,7 @@ def test_paper_defaults():
     assert config.kernel_sizes == (25, 45, 75)
     assert config.num_maps == 4
     assert config.min_input_side == 38
-    assert config.mode == "fullres"
+    assert config.mode == "paper"
 
 
 def test_dict_round_trip():

@@ -54,9 +54,9 @@ def test_resize_by_computed_scales_is_a_problem():
     assert "scales instead of sizes" in static_graph_problems(model_of(nodes), MIN_SIDE)[0]
 
 
-def test_exact_integer_upsampling_by_constant_scales_passes():
+def test_resize_by_constant_integer_scales_is_a_problem_too():
     model = model_of([resize("", "scales")], [const("scales", [1, 1, 2, 2])])
-    assert static_graph_problems(model, MIN_SIDE) == []
+    assert "scales instead of sizes" in static_graph_problems(model, MIN_SIDE)[0]
 
 
 def test_pad_with_shape_dependent_pads_is_a_problem():

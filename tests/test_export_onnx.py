@@ -16,7 +16,8 @@ from dbsi.export.cli import main
 from dbsi.export.fp16 import convert_to_fp16
 from dbsi.export.metadata import read_metadata, render_config
 from dbsi.export.parity import PARITY_THRESHOLDS
-from dbsi.train.checkpoint import file_sha256, load_renderer, read_checkpoint, toolkit_version
+from dbsi.runtime.provenance import file_sha256, toolkit_version
+from dbsi.train.checkpoint import load_renderer, read_checkpoint
 from tests.export_helpers import make_checkpoint
 
 pytestmark = pytest.mark.slow

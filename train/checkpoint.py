@@ -6,35 +6,19 @@ Files are read with ``torch.load(weights_only=True)``: a checkpoint never runs c
 
 from __future__ import annotations
 
-import hashlib
 import io
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from dbsi.runtime.atomic import atomic_write_bytes
+from dbsi.runtime.provenance import toolkit_version
 from dbsi.train.config import BokehConfig
 from dbsi.train.render import BokehRenderer
 
 CHECKPOINT_FORMAT = "dbsi-checkpoint"
 CHECKPOINT_FORMAT_VERSION = 1
-
-
-def toolkit_version() -> str:
-    try:
-        return metadata.version("dbsi-bokeh")
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save_checkpoint(path: str | Path, renderer: BokehRenderer, **state: Any) -> None:

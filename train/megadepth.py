@@ -94,8 +94,16 @@ def channels_module(paths: list[list], cin: int, width: float) -> tuple[nn.Seque
     return nn.Sequential(ParallelSum([m for m, _ in built])), couts.pop()
 
 
+class NearestUpsample2x(nn.Module):
+    """Nearest-neighbour x2 (the original's ``UpsamplingNearest2d``), by output size rather than
+    scale factor so the exported Resize names its ``sizes``, which TensorRT prefers."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.interpolate(x, size=(x.shape[-2] * 2, x.shape[-1] * 2), mode="nearest")
+
+
 def _up() -> nn.Module:
-    return nn.UpsamplingNearest2d(scale_factor=2)
+    return NearestUpsample2x()
 
 
 def channels1(cin: int, width: float) -> tuple[nn.Sequential, int]:

@@ -49,12 +49,16 @@ class Phase:
         return "ssim" if self.loss == "ssim" else "psnr"
 
 
+# Render defaults come from the render config, the one place that declares them.
+_RENDER_DEFAULTS = BokehConfig()
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainingPlan:
     phases: tuple[Phase, ...]
-    kernel_sizes: tuple[int, ...] = (25, 45, 75)
-    width: float = 1.0
-    mode: str = "fullres"
+    kernel_sizes: tuple[int, ...] = _RENDER_DEFAULTS.kernel_sizes
+    width: float = _RENDER_DEFAULTS.width
+    mode: str = _RENDER_DEFAULTS.mode
     lr_start: float = 1e-3
     lr_end: float = 1e-5
     betas: tuple[float, float] = (0.9, 0.999)

@@ -1,0 +1,38 @@
+"""Atomic writes: whole files or nothing, with ordinary permissions."""
+
+import os
+
+import pytest
+
+from dbsi.runtime.atomic import atomic_path, atomic_write_bytes
+
+
+def test_write_lands_whole_and_leaves_no_temporary_file(tmp_path):
+    atomic_write_bytes(tmp_path / "out.bin", b"abc")
+    assert (tmp_path / "out.bin").read_bytes() == b"abc"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
+
+
+def test_failed_write_keeps_the_old_file_and_removes_the_partial(tmp_path):
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("interrupted")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
+
+
+def test_empty_result_is_an_error_not_an_empty_file(tmp_path):
+    with pytest.raises(OSError, match="nothing was written"), atomic_path(tmp_path / "x.png"):
+        pass
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_file_gets_the_mode_a_plain_open_would_give(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "out.bin", b"abc")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "out.bin").stat().st_mode & 0o777 == 0o644
