@@ -285,7 +285,14 @@ def parity(models, out, cache) -> None:
     type=click.Choice(["auto", "val294", "all"]),
     default="auto",
     show_default=True,
-    help="auto: Val294 (ids 4400-4693) for the AIM layout when present, else every pair.",
+    help="auto: Val294 (ids 4400-4693) when every one of them has a pair (the training "
+    "split's rule), else every pair.",
+)
+@click.option(
+    "--split-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help='A training run\'s split.json ({"train": [...], "val": [...]}): evaluate only its '
+    "val stems, so training pairs are not scored. Overrides --subset.",
 )
 @click.option(
     "--mode",
@@ -301,12 +308,14 @@ def parity(models, out, cache) -> None:
     help="torchvision's alexnet-owt-7be5be79.pth, if not in the torch hub cache.",
 )
 @environment_errors
-def quality(models, out, cache, data, subset, modes, limit, lpips_backbone):
+def quality(models, out, cache, data, subset, split_file, modes, limit, lpips_backbone):
     """PSNR, SSIM and LPIPS on DATA, an EBB!-layout folder (Training/original+bokeh,
     train/original+bokeh, or original/+bokeh/, e.g. `bokeh-train synth` output), by the paper
     author's protocol, for the model in each render mode and for two baselines: identity and a
     global 75x75 Gaussian blur. LPIPS is "unavailable" without the AlexNet backbone file.
-    Exit code 1 when some pair could not be evaluated."""
+    Exit code 1 when some pair could not be evaluated.
+
+    Example: bokeh-bench quality demo/data --split-file demo/run/split.json --model best.pt"""
     from dbsi.benchmarks.lpips_alex import load_lpips
     from dbsi.benchmarks.pairs import select_pairs
     from dbsi.benchmarks.quality import (
@@ -327,7 +336,7 @@ def quality(models, out, cache, data, subset, modes, limit, lpips_backbone):
         )
     machine = machine_info_module.machine_info()
     gpu = bool(machine["gpus"])
-    pairs, chosen, left_out = select_pairs(data, subset)
+    pairs, chosen, left_out = select_pairs(data, subset, split_file)
     for reason in left_out:
         echo(f"left out: {reason}")
     pairs = pairs[:limit] if limit else pairs

@@ -8,7 +8,6 @@ v0.1 AlexNet on RGB in [-1, 1] (``dbsi.benchmarks.lpips_alex``), or "unavailable
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,8 @@ import cv2
 import numpy as np
 
 from dbsi.benchmarks.models import Candidate
-from dbsi.train.data import Pair
+from dbsi.train.data import Pair, is_truncated
+from dbsi.train.validation import psnr, ssim
 
 BLUR_BASELINE_SIZE = 75
 PROTOCOL = (
@@ -38,27 +38,18 @@ COLUMNS = [
 
 
 def read_image(path: Path) -> np.ndarray:
-    """uint8 BGR as OpenCV decodes it; ValueError naming the file when it cannot."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    """uint8 BGR as OpenCV decodes it; ValueError naming the file when it cannot, or when it is
+    a JPEG cut before its end (OpenCV would decode it with grey rows that then get scored)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"{path}: unreadable ({exc.strerror})") from exc
+    if is_truncated(data):
+        raise ValueError(f"{path}: truncated JPEG")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise ValueError(f"{path}: not an image OpenCV can read")
     return image
-
-
-def psnr(target: np.ndarray, prediction: np.ndarray) -> float:
-    """skimage PSNR with data range 255 (inf for identical images)."""
-    from skimage.metrics import peak_signal_noise_ratio
-
-    if np.array_equal(target, prediction):
-        return math.inf  # skimage divides by a zero MSE and warns; the answer is the same.
-    return float(peak_signal_noise_ratio(target, prediction, data_range=255))
-
-
-def ssim(target: np.ndarray, prediction: np.ndarray) -> float:
-    """skimage SSIM, default 7x7 uniform window, per channel averaged, data range 255."""
-    from skimage.metrics import structural_similarity
-
-    return float(structural_similarity(target, prediction, channel_axis=2, data_range=255))
 
 
 def identity(image: np.ndarray) -> np.ndarray:
@@ -92,8 +83,9 @@ def evaluate(
     progress: Callable[[], None] | None = None,
     log: Callable[[str], None] = print,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(summary row per method, per-pair rows). A pair that cannot be read or whose images
-    differ in size is logged and skipped; each method's ``failed`` counts them."""
+    """(summary row per method, per-pair rows). A pair that cannot be read (unreadable,
+    undecodable, a truncated JPEG) or whose images differ in size is logged with the reason and
+    skipped; each method's ``failed`` counts them."""
     from dbsi.benchmarks.lpips_alex import lpips_distance
 
     per_pair: list[dict[str, Any]] = []

@@ -256,6 +256,22 @@ def test_quality_skips_an_unreadable_pair_counts_it_and_exits_1(tiny, tmp_path, 
     assert all(r["pairs"] == 1 and r["failed"] == 1 for r in report["rows"])
 
 
+def test_quality_with_a_split_file_scores_only_its_val_pairs(tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-torch-home"))
+    write_pairs(tmp_path / "data", count=3)
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": ["0", "1"], "val": ["2"]}))
+    result = invoke(
+        "quality", tmp_path / "data", "--split-file", split, "--model", tiny["onnx"],
+        "--out", tmp_path / "out", "--cache", tiny["cache"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out" / "quality.json").read_text())
+    assert {r["pair"] for r in report["per_pair"]} == {"2"}
+    assert all(r["pairs"] == 1 for r in report["rows"])
+    assert str(split) in report["data"]
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

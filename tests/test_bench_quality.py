@@ -1,5 +1,6 @@
 """bokeh-bench quality: the paper author's PSNR/SSIM protocol, baselines, pair discovery."""
 
+import json
 import math
 
 import cv2
@@ -8,7 +9,8 @@ import pytest
 from skimage.metrics import structural_similarity
 
 from dbsi.benchmarks.pairs import select_pairs
-from dbsi.benchmarks.quality import evaluate, global_blur, identity, psnr, read_image, ssim
+from dbsi.benchmarks.quality import evaluate, global_blur, identity, read_image
+from dbsi.train.validation import psnr, ssim
 from tests.conftest import real_photo
 
 
@@ -59,26 +61,80 @@ def test_identity_baseline_on_identical_pair_reports_inf_and_one(tmp_path):
 
 
 def make_layout(root, ids, sub="Training"):
+    """Pairs for discovery only (selection never decodes): one byte per file."""
     for kind in ("original", "bokeh"):
-        folder = root / sub / kind
+        folder = root / sub / kind if sub else root / kind
         folder.mkdir(parents=True)
         for i in ids:
-            cv2.imwrite(str(folder / f"{i}.jpg"), np.zeros((40, 40, 3), np.uint8))
+            (folder / f"{i}.jpg").write_bytes(b"x")
 
 
-def test_aim_layout_defaults_to_val294(tmp_path):
+VAL294 = list(range(4400, 4694))
+
+
+def test_aim_layout_defaults_to_val294_when_every_id_is_present(tmp_path):
+    make_layout(tmp_path, [4399, *VAL294])
+    pairs, chosen, _ = select_pairs(tmp_path)
+    assert [p.stem for p in pairs] == [str(i) for i in VAL294]
+    assert "Val294" in chosen and "all 294 are present" in chosen
+    assert len(select_pairs(tmp_path, "all")[0]) == 295
+
+
+def test_a_plain_layout_follows_the_same_val294_rule_as_training(tmp_path):
+    make_layout(tmp_path, [1, *VAL294], sub="")
+    pairs, chosen, _ = select_pairs(tmp_path)
+    assert len(pairs) == 294 and "Val294" in chosen
+
+
+def test_a_partial_val294_is_never_chosen_silently(tmp_path):
     make_layout(tmp_path, [4399, 4400, 4693])
     pairs, chosen, _ = select_pairs(tmp_path)
-    assert [p.stem for p in pairs] == ["4400", "4693"]
-    assert "Val294" in chosen
-    assert [p.stem for p in select_pairs(tmp_path, "all")[0]] == ["4399", "4400", "4693"]
+    assert [p.stem for p in pairs] == ["4399", "4400", "4693"]
+    assert "not all Val294 ids" in chosen
+    with pytest.raises(ValueError, match="2 of 294 have a pair"):
+        select_pairs(tmp_path, "val294")
 
 
 def test_pynet_layout_takes_every_pair_in_numeric_order(tmp_path):
     make_layout(tmp_path, [10, 9, 4400], sub="train")
     pairs, chosen, _ = select_pairs(tmp_path)
     assert [p.stem for p in pairs] == ["9", "10", "4400"]
-    assert chosen.endswith("PyNET layout, all 3 pairs")
+    assert "PyNET layout, all 3 pairs" in chosen
+
+
+def test_a_split_file_selects_its_val_stems_and_names_the_missing_ones(tmp_path):
+    make_layout(tmp_path / "data", range(6), sub="")
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": ["0", "1", "2", "3"], "val": ["5", "4", "77"]}))
+    pairs, chosen, left_out = select_pairs(tmp_path / "data", split_file=split)
+    assert [p.stem for p in pairs] == ["5", "4"]
+    assert str(split) in chosen
+    assert left_out == [f"{split}: val stem '77' has no usable pair in {tmp_path / 'data'}"]
+
+
+def test_a_malformed_split_file_is_a_clear_error(tmp_path):
+    make_layout(tmp_path, range(3), sub="")
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"val": ["1"]}))
+    with pytest.raises(ValueError, match="not a split file"):
+        select_pairs(tmp_path, split_file=split)
+
+
+def test_a_truncated_jpeg_is_a_failed_pair_with_the_reason(tmp_path):
+    bgr = np.ascontiguousarray(real_photo("chelsea")[..., ::-1])
+    for sub in ("original", "bokeh"):
+        (tmp_path / sub).mkdir()
+        for stem in ("1", "2"):
+            cv2.imwrite(str(tmp_path / sub / f"{stem}.jpg"), bgr)
+    cut = tmp_path / "bokeh" / "2.jpg"
+    cut.write_bytes(cut.read_bytes()[:-5000])
+    assert cv2.imread(str(cut)) is not None  # OpenCV alone would score its grey rows
+    pairs, _, _ = select_pairs(tmp_path)
+    logged = []
+    summary, per_pair = evaluate([("identity", "-", identity)], pairs, None, "-", log=logged.append)
+    assert summary[0]["pairs"] == 1 and summary[0]["failed"] == 1
+    assert logged == [f"skipped: {cut}: truncated JPEG"]
+    assert [r["pair"] for r in per_pair] == ["1"]
 
 
 def test_folder_without_pairs_is_a_clear_error(tmp_path):

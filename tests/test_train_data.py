@@ -17,8 +17,10 @@ from dbsi.train.data import (
     PairDataset,
     collate_pairs,
     discover_pairs,
+    load_pair,
     random_flips,
     split_pairs,
+    val294_pairs,
 )
 
 
@@ -71,6 +73,27 @@ def test_bad_pairs_are_skipped_and_reported_once(tmp_path):
     assert "not a decodable image" in bad.reasons["2"]
 
 
+def test_a_jpeg_with_bytes_after_its_end_marker_is_loaded(tmp_path):
+    write_pair(tmp_path, "0")
+    original = tmp_path / "original" / "0.jpg"
+    original.write_bytes(original.read_bytes() + b"camera trailer \xff\xd8 more bytes")
+    bad = BadPairs()
+    pairs = discover_pairs(tmp_path, bad)
+    loaded = load_pair(pairs[0], None)
+    assert not isinstance(loaded, str), loaded
+    assert loaded[0].shape == (32, 48, 3)
+    assert bad.report_new() is None
+
+
+def test_a_truncated_jpeg_is_known_by_its_bytes_not_its_name(tmp_path):
+    write_pair(tmp_path, "0")
+    data = (tmp_path / "original" / "0.jpg").read_bytes()
+    (tmp_path / "original" / "0.jpg").unlink()
+    (tmp_path / "original" / "0.png").write_bytes(data[: len(data) // 2])
+    (pair,) = discover_pairs(tmp_path, BadPairs())
+    assert load_pair(pair, None) == f"{pair.original}: truncated JPEG"
+
+
 def pairs_with_ids(tmp_path, ids):
     for i in ids:
         (tmp_path / "original").mkdir(exist_ok=True)
@@ -86,6 +109,13 @@ def test_val294_split_when_its_ids_are_present(tmp_path):
     assert [p.stem for p in val] == [str(i) for i in range(4400, 4694)]
     assert [p.stem for p in train] == [str(i) for i in range(4380, 4400)]
     assert "Val294" in how
+
+
+def test_a_partial_val294_falls_back_to_the_seeded_holdout(tmp_path):
+    pairs = pairs_with_ids(tmp_path, list(range(4380, 4693)))  # 4693 missing
+    assert val294_pairs(pairs) is None
+    _, val, how = split_pairs(pairs, seed=0)
+    assert "seeded holdout" in how and len(val) == round(len(pairs) * 0.1)
 
 
 def test_seeded_holdout_otherwise_and_a_split_file_overrides(tmp_path):

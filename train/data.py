@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from dbsi.runtime.images import jpeg_is_truncated
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 LAYOUTS = (
     ("Training", "original", "bokeh"),
@@ -28,7 +30,7 @@ LAYOUTS = (
     ("", "original", "bokeh"),
 )
 VAL294_IDS = range(4400, 4694)
-JPEG_END = b"\xff\xd9"
+JPEG_MAGIC = b"\xff\xd8"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,29 +105,47 @@ def discover_pairs(root: str | Path, bad: BadPairs) -> list[Pair]:
     return pairs
 
 
+def read_split_file(split_file: str | Path) -> tuple[list[str], list[str]]:
+    """(train stems, val stems) of a split file: JSON ``{"train": [stems], "val": [stems]}``,
+    as ``bokeh-train run`` writes it to ``split.json``; ValueError naming the file otherwise."""
+    try:
+        split = json.loads(Path(split_file).read_text())
+        return [str(s) for s in split["train"]], [str(s) for s in split["val"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(
+            f"{split_file}: not a split file (JSON with 'train' and 'val' lists): {exc}"
+        ) from exc
+
+
+def val294_pairs(pairs: list[Pair]) -> list[Pair] | None:
+    """The paper's validation set, ids 4400-4693 in order, when all 294 have a pair; else None
+    (a partial Val294 is not the paper's set, so it is never chosen silently)."""
+    by_stem = {p.stem: p for p in pairs}
+    if all(str(i) in by_stem for i in VAL294_IDS):
+        return [by_stem[str(i)] for i in VAL294_IDS]
+    return None
+
+
+VAL294_RULE = "Val294 (ids 4400-4693, chosen because all 294 are present)"
+
+
 def split_pairs(
     pairs: list[Pair], seed: int, val_fraction: float = 0.1, split_file: str | Path | None = None
 ) -> tuple[list[Pair], list[Pair], str]:
-    """(train, val, how). A split file (JSON ``{"train": [stems], "val": [stems]}``) wins;
-    otherwise Val294 when ids 4400-4693 are all present, else a seeded holdout."""
+    """(train, val, how). A split file (see ``read_split_file``) wins; otherwise Val294 when
+    ids 4400-4693 are all present (``val294_pairs``), else a seeded holdout."""
     by_stem = {p.stem: p for p in pairs}
     if split_file is not None:
-        try:
-            split = json.loads(Path(split_file).read_text())
-            train_stems, val_stems = list(split["train"]), list(split["val"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ValueError(
-                f"{split_file}: not a split file (JSON with 'train' and 'val' lists): {exc}"
-            ) from exc
+        train_stems, val_stems = read_split_file(split_file)
         return (
-            [by_stem[s] for s in map(str, train_stems) if s in by_stem],
-            [by_stem[s] for s in map(str, val_stems) if s in by_stem],
+            [by_stem[s] for s in train_stems if s in by_stem],
+            [by_stem[s] for s in val_stems if s in by_stem],
             f"split file {split_file}",
         )
-    if all(str(i) in by_stem for i in VAL294_IDS):
-        val_set = {str(i) for i in VAL294_IDS}
-        train = [p for p in pairs if p.stem not in val_set]
-        return train, [by_stem[str(i)] for i in VAL294_IDS], "Val294 (ids 4400-4693)"
+    val294 = val294_pairs(pairs)
+    if val294 is not None:
+        val_set = {p.stem for p in val294}
+        return [p for p in pairs if p.stem not in val_set], val294, VAL294_RULE
     if len(pairs) < 2:
         raise ValueError(f"{len(pairs)} usable pair(s): need at least 2 to split train/val")
     n_val = min(len(pairs) - 1, max(1, round(len(pairs) * val_fraction)))
@@ -142,11 +162,10 @@ def split_document(train: list[Pair], val: list[Pair]) -> dict[str, list[str]]:
     return {"train": [p.stem for p in train], "val": [p.stem for p in val]}
 
 
-def is_truncated(data: bytes, path: Path) -> bool:
-    """A JPEG must end with its EOI marker (OpenCV decodes a cut file with grey rows)."""
-    if path.suffix.lower() in (".jpg", ".jpeg"):
-        return not data.rstrip(b"\x00").endswith(JPEG_END)
-    return False
+def is_truncated(data: bytes) -> bool:
+    """A JPEG (known by its magic bytes, whatever the extension) cut before its end-of-image
+    marker: OpenCV decodes such a file with grey rows. Bytes after the marker are allowed."""
+    return data.startswith(JPEG_MAGIC) and jpeg_is_truncated(data)
 
 
 def decode_rgb(path: Path) -> tuple[np.ndarray | None, str]:
@@ -155,7 +174,7 @@ def decode_rgb(path: Path) -> tuple[np.ndarray | None, str]:
         data = path.read_bytes()
     except OSError as exc:
         return None, f"{path}: unreadable ({exc.strerror})"
-    if is_truncated(data, path):
+    if is_truncated(data):
         return None, f"{path}: truncated JPEG"
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
