@@ -284,15 +284,17 @@ def engine_command(
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of aligned text.")
 def info_command(file: Path, as_json: bool) -> None:
     """Print an ONNX's dbsi metadata, or an engine's sidecar (FILE is the engine or its .json)."""
-    from dbsi.export.engine import read_sidecar
     from dbsi.export.metadata import read_metadata
+    from dbsi.runtime.backend import BackendError
+    from dbsi.runtime.tensorrt_backend import read_sidecar
 
     try:
         if file.suffix in (".engine", ".plan", ".trt", ".json"):
-            info = read_sidecar(file)
+            # For display: the engine file itself is not needed, so its hash is not checked.
+            info = read_sidecar(file, verify_engine=False)
         else:
             info = read_metadata(file)
-    except ValueError as exc:
+    except (ValueError, BackendError) as exc:
         fail(str(exc))
     if as_json:
         click.echo(json.dumps(info, indent=2))

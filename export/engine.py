@@ -18,10 +18,13 @@ from typing import Any
 
 from dbsi.export.metadata import read_metadata
 from dbsi.runtime.atomic import atomic_write_bytes, atomic_write_text
+from dbsi.runtime.backend import BackendError
 from dbsi.runtime.contract import INPUT_NAME
+from dbsi.runtime.cuda_device import INSTALL_HINT, import_cudart, local_gpu
 from dbsi.runtime.provenance import file_sha256, toolkit_version
 
-# The sidecar's reader (the runtime's TensorRT backend) defines its name and format.
+# The sidecar's reader (the runtime's TensorRT backend) defines its name and format; the GPU
+# query is the one it compares the sidecar with.
 from dbsi.runtime.tensorrt_backend import SIDECAR_FORMAT, SIDECAR_FORMAT_VERSION, sidecar_path
 
 # Defaults cover single EBB!-sized photos best and batches of up to 4 HD frames (1920x1080 in
@@ -29,9 +32,6 @@ from dbsi.runtime.tensorrt_backend import SIDECAR_FORMAT, SIDECAR_FORMAT_VERSION
 DEFAULT_OPT_SHAPE = (1, 1024, 1536, 3)
 DEFAULT_MAX_SHAPE = (4, 2048, 2048, 3)
 DEFAULT_WORKSPACE_GIB = 4.0
-INSTALL_HINT = (
-    "install the gpu extra on a machine with an NVIDIA driver: pip install 'dbsi-bokeh[gpu]'"
-)
 
 
 class EnvironmentProblem(RuntimeError):
@@ -62,60 +62,52 @@ def build_profile(
     max_shape: tuple[int, ...] | None = None,
 ) -> dict[str, list[int]]:
     """The optimisation profile for ``image``: the given shapes, defaults for the rest, checked
-    against the ONNX's input limits; ValueError says what is wrong."""
+    against the ONNX's input limits; ValueError says what is wrong.
+
+    Defaults give way to given shapes per dimension: a default min or opt never exceeds a
+    given max (so ``--max-shape 2x512x512x3`` alone works), a default max never falls below a
+    given min or opt."""
     smallest = int(metadata["dbsi.min_input_side"])
     largest = int(metadata["dbsi.max_input_side"])
-    profile = {
-        "min": list(min_shape or (1, smallest, smallest, 3)),
-        "opt": list(opt_shape or DEFAULT_OPT_SHAPE),
-        "max": list(max_shape or DEFAULT_MAX_SHAPE),
-    }
+    given = {"min": min_shape, "opt": opt_shape, "max": max_shape}
+    caps = [s for s in (opt_shape, max_shape) if s]
+    floors = [s for s in (min_shape, opt_shape) if s]
+    low = list(
+        min_shape
+        or [min([d, *(s[i] for s in caps)]) for i, d in enumerate((1, smallest, smallest, 3))]
+    )
+    high = list(
+        max_shape or [max([d, *(s[i] for s in floors)]) for i, d in enumerate(DEFAULT_MAX_SHAPE)]
+    )
+    mid = list(opt_shape or [min(max(d, low[i]), high[i]) for i, d in enumerate(DEFAULT_OPT_SHAPE)])
+    profile = {"min": low, "opt": mid, "max": high}
     for name, shape in profile.items():
         if not smallest <= min(shape[1:3]) or max(shape[1:3]) > largest:
+            origin = "" if given[name] else " (default, from the shapes given)"
             raise ValueError(
-                f"{name} shape {shape}: height and width must lie in [{smallest}, {largest}]"
+                f"{name} shape {shape}{origin}: height and width must lie in "
+                f"[{smallest}, {largest}]"
             )
-    if not all(a <= b <= c for a, b, c in zip(profile["min"], profile["opt"], profile["max"])):
+    if not all(a <= b <= c for a, b, c in zip(low, mid, high)):
         raise ValueError(f"profile needs min <= opt <= max in every dimension, got {profile}")
     return profile
-
-
-def _cuda_runtime():
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        from cuda import cudart  # cuda-python before 12.6 keeps the runtime here
-    return cudart
 
 
 def require_tensorrt_and_gpu() -> tuple[Any, dict[str, str]]:
     """Import TensorRT and find a GPU through cuda-python, before any TensorRT object exists.
 
-    Returns ``(tensorrt module, {"gpu_name", "compute_capability"})`` for device 0;
-    ``EnvironmentProblem`` with one line saying what is missing otherwise."""
+    Returns ``(tensorrt module, {"gpu_name", "compute_capability"})`` for device 0, as the
+    runtime's TensorRT backend reads them back; ``EnvironmentProblem`` with one line saying
+    what is missing otherwise."""
     try:
         import tensorrt as trt
     except ImportError as exc:
         raise EnvironmentProblem(f"TensorRT is not installed ({exc}); {INSTALL_HINT}") from exc
     try:
-        cudart = _cuda_runtime()
-    except ImportError as exc:
-        raise EnvironmentProblem(f"cuda-python is not installed ({exc}); {INSTALL_HINT}") from exc
-    err, count = cudart.cudaGetDeviceCount()
-    if err != cudart.cudaError_t.cudaSuccess:
-        raise EnvironmentProblem(f"no usable NVIDIA GPU: cudaGetDeviceCount returned {err}")
-    if count == 0:
-        raise EnvironmentProblem("no NVIDIA GPU found (cudaGetDeviceCount returned 0)")
-    err, props = cudart.cudaGetDeviceProperties(0)
-    if err != cudart.cudaError_t.cudaSuccess:
-        raise EnvironmentProblem(f"cannot query GPU 0: cudaGetDeviceProperties returned {err}")
-    name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else props.name
-    # Normalised as the runtime's TensorRT backend does, which compares it with the sidecar's.
-    gpu = {
-        "gpu_name": name.rstrip("\x00").strip(),
-        "compute_capability": f"{props.major}.{props.minor}",
-    }
-    return trt, gpu
+        gpu_name, capability = local_gpu(import_cudart())
+    except BackendError as exc:
+        raise EnvironmentProblem(str(exc)) from exc
+    return trt, {"gpu_name": gpu_name, "compute_capability": capability}
 
 
 def _parse_onnx(trt: Any, builder: Any, logger: Any, onnx_path: Path) -> tuple[Any, Any]:
@@ -157,13 +149,15 @@ def build_engine(
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
     optimisation_profile = builder.create_optimization_profile()
     optimisation_profile.set_shape(INPUT_NAME, profile["min"], profile["opt"], profile["max"])
-    config.add_optimization_profile(optimisation_profile)
+    if config.add_optimization_profile(optimisation_profile) < 0:
+        raise BuildFailed(f"{onnx_path}: TensorRT refused the optimisation profile {profile}")
     cache_path = Path(timing_cache) if timing_cache else None
     cached = cache_path.read_bytes() if cache_path and cache_path.is_file() else b""
     # Held in a local: the config keeps only a pointer to it. True: a cache from another GPU or
     # TensorRT version is ignored instead of failing the build.
     cache = config.create_timing_cache(cached)
-    config.set_timing_cache(cache, True)
+    if cache is None or not config.set_timing_cache(cache, True):
+        raise BuildFailed(f"{cache_path or 'timing cache'}: TensorRT could not use it")
 
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
@@ -182,6 +176,7 @@ def build_engine(
         "tf32": tf32,
         "profile": profile,
         "workspace_bytes": int(workspace_bytes),
+        "timing_cache_bytes_loaded": len(cached),
         "version_compatible": version_compatible,
         "onnx_sha256": file_sha256(onnx_path),
         "engine_sha256": hashlib.sha256(engine_bytes).hexdigest(),
@@ -191,27 +186,10 @@ def build_engine(
         "toolkit_version": toolkit_version(),
     }
     atomic_write_bytes(engine_path, engine_bytes)
-    atomic_write_text(sidecar_path(engine_path), json.dumps(sidecar, indent=2) + "\n")
-    return sidecar
-
-
-def read_sidecar(path: str | Path) -> dict[str, Any]:
-    """The sidecar of an engine (pass the engine or the sidecar itself) for display; ValueError
-    naming the file when it is missing or not ours. Unlike the runtime's loader it needs no
-    engine file next to it."""
-    path = Path(path)
-    json_path = path if path.suffix == ".json" else sidecar_path(path)
-    if not json_path.is_file():
-        raise ValueError(f"{path}: no engine sidecar at {json_path}")
     try:
-        sidecar = json.loads(json_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{json_path}: not a JSON sidecar ({exc})") from exc
-    if not isinstance(sidecar, dict) or sidecar.get("format") != SIDECAR_FORMAT:
-        raise ValueError(f"{json_path}: not a DBSI engine sidecar (no '{SIDECAR_FORMAT}' format)")
-    if sidecar.get("format_version") != SIDECAR_FORMAT_VERSION:
-        raise ValueError(
-            f"{json_path}: sidecar format version {sidecar.get('format_version')} is not "
-            f"supported (this toolkit reads version {SIDECAR_FORMAT_VERSION})"
-        )
+        atomic_write_text(sidecar_path(engine_path), json.dumps(sidecar, indent=2) + "\n")
+    except BaseException:
+        # Never leave an engine without the sidecar that matches it.
+        engine_path.unlink(missing_ok=True)
+        raise
     return sidecar

@@ -1,6 +1,7 @@
-"""The ``dbsi.*`` metadata_props of an exported ONNX (docs/ARTEFACTS.md): build, write, read
-and validate them. Everything a consumer needs (layout, colour order, kernel sizes, network
-size, render mode, input limits, provenance) travels here.
+"""The ``dbsi.*`` metadata_props of an exported ONNX (docs/ARTEFACTS.md): build, write and read
+them; validation is the runtime's ``check_dbsi_metadata``, so the exporter and every backend
+accept the same artefacts. Everything a consumer needs (layout, colour order, kernel sizes,
+network size, render mode, input limits, provenance) travels here.
 
 No torch: ``bokeh-export info`` and ``bokeh-export engine`` run where only onnx is installed.
 """
@@ -13,24 +14,10 @@ from typing import Any
 
 import onnx
 
-from dbsi.runtime.contract import INPUT_LAYOUT, ONNX_FORMAT, ONNX_FORMAT_VERSION
+from dbsi.runtime.backend import check_dbsi_metadata
+from dbsi.runtime.contract import INPUT_LAYOUT, ONNX_FORMAT, ONNX_FORMAT_VERSION, PRECISIONS
 
-PRECISIONS = ("fp32", "fp16")
 PREFIX = "dbsi."
-REQUIRED_KEYS = (
-    "dbsi.format",
-    "dbsi.format_version",
-    "dbsi.config",
-    "dbsi.layout",
-    "dbsi.color_order",
-    "dbsi.input_dtype",
-    "dbsi.min_input_side",
-    "dbsi.max_input_side",
-    "dbsi.outputs",
-    "dbsi.precision",
-    "dbsi.checkpoint_sha256",
-    "dbsi.toolkit_version",
-)
 
 
 def build_metadata(
@@ -71,36 +58,9 @@ def set_metadata(model: onnx.ModelProto, metadata: dict[str, str]) -> None:
 
 
 def model_metadata(model: onnx.ModelProto, source: str) -> dict[str, str]:
-    """The validated ``dbsi.*`` metadata of ``model``; ValueError naming ``source`` otherwise."""
-    props = {p.key: p.value for p in model.metadata_props if p.key.startswith(PREFIX)}
-    if props.get("dbsi.format") != ONNX_FORMAT:
-        raise ValueError(
-            f"{source}: ONNX has no DBSI metadata (no 'dbsi.format' = '{ONNX_FORMAT}'); "
-            "was it exported with bokeh-export?"
-        )
-    if props.get("dbsi.format_version") != str(ONNX_FORMAT_VERSION):
-        raise ValueError(
-            f"{source}: DBSI ONNX format version {props.get('dbsi.format_version')} is not "
-            f"supported (this toolkit reads version {ONNX_FORMAT_VERSION})"
-        )
-    missing = [key for key in REQUIRED_KEYS if key not in props]
-    if missing:
-        raise ValueError(f"{source}: DBSI metadata lacks {', '.join(missing)}")
-    try:
-        config = json.loads(props["dbsi.config"])
-        outputs = json.loads(props["dbsi.outputs"])
-        sides = int(props["dbsi.min_input_side"]), int(props["dbsi.max_input_side"])
-    except ValueError as exc:
-        raise ValueError(f"{source}: malformed DBSI metadata: {exc}") from exc
-    if not isinstance(config, dict) or "kernel_sizes" not in config:
-        raise ValueError(f"{source}: dbsi.config is not a render config")
-    if not isinstance(outputs, list) or not outputs:
-        raise ValueError(f"{source}: dbsi.outputs is not a list of output names")
-    if not 0 < sides[0] <= sides[1]:
-        raise ValueError(f"{source}: input side limits {sides} make no sense")
-    if props["dbsi.precision"] not in PRECISIONS:
-        raise ValueError(f"{source}: unknown precision {props['dbsi.precision']!r}")
-    return props
+    """The validated ``dbsi.*`` metadata of ``model``; MetadataError (a ValueError) naming
+    ``source`` otherwise."""
+    return check_dbsi_metadata({p.key: p.value for p in model.metadata_props}, source)
 
 
 def load_onnx(path: str | Path) -> onnx.ModelProto:

@@ -16,7 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from dbsi.runtime.contract import INPUT_LAYOUT, ONNX_FORMAT, ONNX_FORMAT_VERSION, OUTPUT_NAME
+from dbsi.runtime.contract import (
+    INPUT_LAYOUT,
+    MAX_BATCH,
+    ONNX_FORMAT,
+    ONNX_FORMAT_VERSION,
+    OUTPUT_NAME,
+    PRECISIONS,
+    REQUIRED_KEYS,
+)
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
 
@@ -27,37 +35,47 @@ class BackendError(RuntimeError):
     The message is one line that names the file and the problem."""
 
 
+class MetadataError(BackendError, ValueError):
+    """An artefact's ``dbsi.*`` metadata is missing or describes a graph this toolkit cannot
+    feed. A ValueError too, since the exporter treats it as bad input."""
+
+
 def check_dbsi_metadata(metadata: dict[str, str], source: str) -> dict[str, str]:
-    """Return the ``dbsi.*`` entries of ``metadata``; BackendError when they are missing or
-    describe a graph this runtime cannot feed."""
+    """Return the ``dbsi.*`` entries of ``metadata`` once every one docs/ARTEFACTS.md lists is
+    present and well formed; MetadataError naming ``source`` otherwise. The one validation
+    shared by the exporter (``bokeh-export check/info/engine``) and every backend."""
     dbsi = {k: v for k, v in metadata.items() if k.startswith("dbsi.")}
     if dbsi.get("dbsi.format") != ONNX_FORMAT:
-        raise BackendError(
+        raise MetadataError(
             f"{source}: not a DBSI model (no 'dbsi.format' = '{ONNX_FORMAT}' in its metadata); "
             "export it with bokeh-export"
         )
     version = dbsi.get("dbsi.format_version")
     if version != str(ONNX_FORMAT_VERSION):
-        raise BackendError(
-            f"{source}: DBSI ONNX format version {version!r} is not supported "
-            f"(this runtime reads version {ONNX_FORMAT_VERSION})"
+        raise MetadataError(
+            f"{source}: DBSI ONNX format version {version} is not supported "
+            f"(this toolkit reads version {ONNX_FORMAT_VERSION})"
         )
+    missing = [key for key in REQUIRED_KEYS if key not in dbsi]
+    if missing:
+        raise MetadataError(f"{source}: DBSI metadata lacks {', '.join(missing)}")
     for key, expected in INPUT_LAYOUT.items():
-        if dbsi.get(key) != expected:
-            raise BackendError(
-                f"{source}: {key} is {dbsi.get(key)!r}, this runtime feeds {expected}"
-            )
-    for key in ("dbsi.min_input_side", "dbsi.max_input_side", "dbsi.outputs", "dbsi.config"):
-        if key not in dbsi:
-            raise BackendError(f"{source}: metadata entry {key} is missing")
+        if dbsi[key] != expected:
+            raise MetadataError(f"{source}: {key} is {dbsi[key]!r}, this toolkit feeds {expected}")
     try:
-        int(dbsi["dbsi.min_input_side"]), int(dbsi["dbsi.max_input_side"])
+        config = json.loads(dbsi["dbsi.config"])
         outputs = json.loads(dbsi["dbsi.outputs"])
-        json.loads(dbsi["dbsi.config"])
+        sides = int(dbsi["dbsi.min_input_side"]), int(dbsi["dbsi.max_input_side"])
     except ValueError as exc:
-        raise BackendError(f"{source}: malformed dbsi metadata ({exc})") from exc
+        raise MetadataError(f"{source}: malformed DBSI metadata ({exc})") from exc
+    if not isinstance(config, dict) or "kernel_sizes" not in config:
+        raise MetadataError(f"{source}: dbsi.config is not a render config")
     if not isinstance(outputs, list) or OUTPUT_NAME not in outputs:
-        raise BackendError(f"{source}: dbsi.outputs {outputs!r} does not list '{OUTPUT_NAME}'")
+        raise MetadataError(f"{source}: dbsi.outputs {outputs!r} does not list '{OUTPUT_NAME}'")
+    if not 0 < sides[0] <= sides[1]:
+        raise MetadataError(f"{source}: input side limits {sides} make no sense")
+    if dbsi["dbsi.precision"] not in PRECISIONS:
+        raise MetadataError(f"{source}: unknown precision {dbsi['dbsi.precision']!r}")
     return dbsi
 
 
@@ -101,6 +119,21 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def device(self) -> str:
         """Where the graph runs, in words (e.g. "CPU", "NVIDIA H100 80GB HBM3")."""
+
+    @property
+    def min_batch(self) -> int:
+        """Fewest pictures one ``run`` takes (an engine profile may ask for more than one)."""
+        return 1
+
+    @property
+    def max_batch(self) -> int:
+        """Most pictures one ``run`` takes (the exported graph's limit, or the engine
+        profile's)."""
+        return MAX_BATCH
+
+    def batch_size(self, requested: int) -> int:
+        """``requested`` brought within ``min_batch``..``max_batch``."""
+        return max(self.min_batch, min(int(requested), self.max_batch))
 
     @abc.abstractmethod
     def accepts(self, shape: Sequence[int]) -> str | None:

@@ -61,7 +61,8 @@ def _report(line: str) -> None:
     type=click.IntRange(1, MAX_BATCH),
     default=1,
     show_default=True,
-    help="Pictures per inference call; only same-size pictures share a batch.",
+    help="Pictures per inference call; only same-size pictures share a batch. Brought within "
+    "what the model takes (an engine's profile).",
 )
 @click.option(
     "--format",
@@ -156,6 +157,13 @@ def main(
             sys.exit(EXIT_USAGE)
         for problem in problems:
             _report(f"FAILED {problem.path}: {problem.reason}")
+        usable = backend.batch_size(batch)
+        if usable != batch:
+            _report(
+                f"bokeh-run: --batch {batch} is outside the {backend.min_batch}..."
+                f"{backend.max_batch} this model takes; using {usable}"
+            )
+            batch = usable
         removed = remove_stale_partials(jobs)
         if removed:
             _report(f"removed {removed} incomplete file(s) left by an interrupted run")

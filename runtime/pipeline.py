@@ -2,7 +2,8 @@
 
 Every stage is bounded (a fixed number of decodes in flight, a fixed number of decoded
 pictures waiting for a batch, a fixed number of encodes in flight), so memory stays flat
-whatever the number of files. Same-size pictures are grouped into batches of up to ``batch``;
+whatever the number of files. Same-size pictures are grouped into batches of up to ``batch``
+(brought within the backend's ``min_batch``..``max_batch``; a short group is padded);
 when too many sizes are waiting, the oldest group runs as it is. Any failure is recorded
 against its file with the reason, and the run goes on.
 """
@@ -171,7 +172,7 @@ class _Run:
         self.groups: dict[tuple[int, int], list[tuple[Job, Picture]]] = {}
         self.waiting = 0
         workers = max(1, options.workers)
-        batch = max(1, options.batch)
+        self.batch = batch = backend.batch_size(options.batch)
         self.lookahead = 2 * workers + batch
         self.max_waiting = 2 * batch
         self.max_encoding = workers + batch
@@ -195,7 +196,11 @@ class _Run:
 
     def infer(self, group: list[tuple[Job, Picture]]) -> None:
         self.waiting -= len(group)
-        batch = np.stack([picture.bgr for _, picture in group])
+        pictures = [picture.bgr for _, picture in group]
+        # A profile whose minimum batch exceeds what is left runs copies of the last picture;
+        # their outputs are dropped below.
+        pictures += pictures[-1:] * (self.backend.min_batch - len(pictures))
+        batch = np.stack(pictures)
         try:
             outputs = self.backend.run(batch)
         except Exception as exc:  # any backend error fails this batch only; the run goes on
@@ -230,14 +235,14 @@ class _Run:
     def take(self, job: Job, picture: Picture) -> None:
         """Put a decoded picture in its size group; run groups that are full, or the oldest
         group when too many pictures wait."""
-        reason = self.backend.accepts((1, *picture.size, 3))
+        reason = self.backend.accepts((self.batch, *picture.size, 3))
         if reason is not None:
             self.fail(job, f"outside what the model accepts: {reason}")
             return
         group = self.groups.setdefault(picture.size, [])
         group.append((job, picture))
         self.waiting += 1
-        if len(group) >= self.options.batch:
+        if len(group) >= self.batch:
             self.infer(self.groups.pop(picture.size))
         elif self.waiting > self.max_waiting:
             self.infer(self.groups.pop(next(iter(self.groups))))

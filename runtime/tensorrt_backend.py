@@ -2,9 +2,9 @@
 
 The engine is trusted only through its sidecar (docs/ARTEFACTS.md): it must have been built for
 this GPU model and this TensorRT version, and a version-compatible engine (which runs code
-shipped inside it when loaded) needs an explicit ``allow_host_code``. The GPU is checked with
-``cudaGetDeviceCount`` before any TensorRT object exists: on a machine without a driver,
-creating a TensorRT runtime fails and later calls can crash the process.
+shipped inside it when loaded) needs an explicit ``allow_host_code``. The GPU is checked
+(``dbsi.runtime.cuda_device``) before any TensorRT object exists: on a machine without a
+driver, creating a TensorRT runtime fails and later calls can crash the process.
 
 One stream, pinned host buffers (``cudaMallocHost``) and device buffers that grow to the
 largest batch seen, ``set_input_shape`` / ``get_tensor_shape`` / ``set_tensor_address`` /
@@ -23,10 +23,20 @@ import numpy as np
 
 from dbsi.runtime.backend import Backend, BackendError, check_dbsi_metadata, describe_shape_problem
 from dbsi.runtime.contract import INPUT_NAME
+from dbsi.runtime.cuda_device import CudaError, cuda_call, import_cudart, local_gpu
 from dbsi.runtime.provenance import file_sha256
 
 SIDECAR_FORMAT = "dbsi-engine-sidecar"
 SIDECAR_FORMAT_VERSION = 1
+REQUIRED_SIDECAR_KEYS = (
+    "tensorrt_version",
+    "gpu_name",
+    "compute_capability",
+    "profile",
+    "version_compatible",
+    "engine_sha256",
+    "onnx_metadata",
+)
 
 
 def sidecar_path(engine_path: str | Path) -> Path:
@@ -35,86 +45,51 @@ def sidecar_path(engine_path: str | Path) -> Path:
     return engine_path.with_name(engine_path.name + ".json")
 
 
-def read_sidecar(engine_path: str | Path) -> dict[str, Any]:
-    """Load and check the sidecar of ``engine_path``; BackendError naming the file otherwise."""
-    engine_path = Path(engine_path)
-    path = sidecar_path(engine_path)
-    if not path.is_file():
+def read_sidecar(path: str | Path, verify_engine: bool = True) -> dict[str, Any]:
+    """Load and check the sidecar of an engine; BackendError naming the file otherwise.
+
+    ``path`` is the engine (or, with ``verify_engine=False``, the sidecar itself). With
+    ``verify_engine`` the engine's sha256 must be the one the sidecar records; without it (for
+    display, ``bokeh-export info``) the engine file need not be there."""
+    path = Path(path)
+    if not verify_engine and path.suffix == ".json":
+        json_path, engine_path = path, path.with_name(path.name[: -len(".json")])
+    else:
+        json_path, engine_path = sidecar_path(path), path
+    if not json_path.is_file():
         raise BackendError(
-            f"{engine_path}: no sidecar {path.name} next to it; an engine is loaded only with "
-            "the sidecar bokeh-export writes (rebuild with: bokeh-export engine)"
+            f"{engine_path}: no sidecar {json_path.name} next to it; an engine is loaded only "
+            "with the sidecar bokeh-export writes (rebuild with: bokeh-export engine)"
         )
     try:
-        sidecar = json.loads(path.read_text(encoding="utf-8"))
+        sidecar = json.loads(json_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise BackendError(f"{path}: unreadable sidecar ({exc})") from exc
+        raise BackendError(f"{json_path}: unreadable sidecar ({exc})") from exc
     if not isinstance(sidecar, dict) or sidecar.get("format") != SIDECAR_FORMAT:
-        raise BackendError(f"{path}: not a DBSI engine sidecar (format is not '{SIDECAR_FORMAT}')")
+        raise BackendError(
+            f"{json_path}: not a DBSI engine sidecar (format is not '{SIDECAR_FORMAT}')"
+        )
     if sidecar.get("format_version") != SIDECAR_FORMAT_VERSION:
         raise BackendError(
-            f"{path}: sidecar format version {sidecar.get('format_version')!r} is not supported "
-            f"(this runtime reads version {SIDECAR_FORMAT_VERSION})"
+            f"{json_path}: sidecar format version {sidecar.get('format_version')!r} is not "
+            f"supported (this toolkit reads version {SIDECAR_FORMAT_VERSION})"
         )
-    required = ("tensorrt_version", "gpu_name", "compute_capability", "profile", "onnx_metadata")
-    missing = [k for k in required if k not in sidecar]
+    missing = [k for k in REQUIRED_SIDECAR_KEYS if k not in sidecar]
     if missing:
-        raise BackendError(f"{path}: sidecar lacks {', '.join(missing)}")
+        raise BackendError(f"{json_path}: sidecar lacks {', '.join(missing)}")
     profile = sidecar["profile"]
     try:
         for key in ("min", "max"):
             if len(profile[key]) != 4:
                 raise ValueError(f"profile {key} {profile[key]} is not N x H x W x 3")
     except (KeyError, TypeError, ValueError) as exc:
-        raise BackendError(f"{path}: bad optimisation profile ({exc})") from exc
-    expected_hash = sidecar.get("engine_sha256")
-    if expected_hash and file_sha256(engine_path) != expected_hash:
+        raise BackendError(f"{json_path}: bad optimisation profile ({exc})") from exc
+    if verify_engine and file_sha256(engine_path) != sidecar["engine_sha256"]:
         raise BackendError(
-            f"{engine_path}: its sha256 differs from the one in {path.name}; the engine and the "
-            "sidecar do not belong together"
+            f"{engine_path}: its sha256 differs from the one in {json_path.name}; the engine and "
+            "the sidecar do not belong together"
         )
     return sidecar
-
-
-def _import_cudart():
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError as exc:
-        raise BackendError(
-            "cuda-python is not installed (pip install 'dbsi-bokeh[gpu]'); the tensorrt "
-            "backend needs it"
-        ) from exc
-    return cudart
-
-
-class CudaError(RuntimeError):
-    """A CUDA runtime call returned an error code."""
-
-
-def cuda_call(cudart: Any, result: tuple, what: str) -> Any:
-    """Check the error code that every cuda-python call returns first; return the rest."""
-    err, rest = result[0], result[1:]
-    if err != cudart.cudaError_t.cudaSuccess:
-        name = cudart.cudaGetErrorName(err)[1]
-        name = name.decode() if isinstance(name, bytes) else str(name)
-        raise CudaError(f"{what} failed: {name}")
-    if not rest:
-        return None
-    return rest[0] if len(rest) == 1 else rest
-
-
-def local_gpu(cudart: Any) -> tuple[str, str]:
-    """Name and compute capability of CUDA device 0; BackendError when there is none."""
-    err, count = cudart.cudaGetDeviceCount()
-    if err != cudart.cudaError_t.cudaSuccess or count == 0:
-        name = cudart.cudaGetErrorName(err)[1] if err != cudart.cudaError_t.cudaSuccess else ""
-        name = name.decode() if isinstance(name, bytes) else str(name)
-        raise BackendError(
-            f"no CUDA GPU is visible ({name or '0 devices'}); the tensorrt backend needs one "
-            "(use the .onnx with --backend onnxruntime on this machine)"
-        )
-    props = cuda_call(cudart, cudart.cudaGetDeviceProperties(0), "cudaGetDeviceProperties")
-    gpu_name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
-    return gpu_name.rstrip("\x00").strip(), f"{props.major}.{props.minor}"
 
 
 class _PinnedBuffer:
@@ -145,11 +120,20 @@ class _PinnedBuffer:
         return raw.view(dtype).reshape(tuple(shape))
 
     def free(self) -> None:
-        if self.device_ptr:
-            cuda_call(self._cudart, self._cudart.cudaFree(self.device_ptr), "cudaFree")
-        if self.host_ptr:
-            cuda_call(self._cudart, self._cudart.cudaFreeHost(self.host_ptr), "cudaFreeHost")
+        """Free both allocations, even when freeing the first fails; then raise that error."""
+        cudart, errors = self._cudart, []
+        for pointer, release, what in (
+            (self.device_ptr, cudart.cudaFree, "cudaFree"),
+            (self.host_ptr, cudart.cudaFreeHost, "cudaFreeHost"),
+        ):
+            if pointer:
+                try:
+                    cuda_call(cudart, release(pointer), what)
+                except CudaError as exc:
+                    errors.append(exc)
         self.nbytes, self.host_ptr, self.device_ptr = 0, 0, 0
+        if errors:
+            raise errors[0]
 
 
 class TensorRTBackend(Backend):
@@ -161,15 +145,21 @@ class TensorRTBackend(Backend):
         self.path = Path(path)
         self.sidecar = read_sidecar(self.path)
         self.metadata = check_dbsi_metadata(dict(self.sidecar["onnx_metadata"]), str(self.path))
-        version_compatible = bool(self.sidecar.get("version_compatible", False))
+        version_compatible = bool(self.sidecar["version_compatible"])
         if version_compatible and not allow_host_code:
             raise BackendError(
                 f"{self.path}: built version-compatible, so loading it runs code shipped inside "
                 "the engine; refused unless --allow-host-code is given"
             )
-        self._cudart = cudart = _import_cudart()
         # A device must exist before any TensorRT object is created (DESIGN.md section 4).
-        gpu_name, capability = local_gpu(cudart)
+        try:
+            self._cudart = cudart = import_cudart()
+            gpu_name, capability = local_gpu(cudart)
+        except BackendError as exc:
+            raise BackendError(
+                f"{self.path}: {exc}; the tensorrt backend needs one (run the .onnx with "
+                "--backend onnxruntime on this machine)"
+            ) from exc
         if gpu_name != self.sidecar["gpu_name"] or capability != str(
             self.sidecar["compute_capability"]
         ):
@@ -221,6 +211,14 @@ class TensorRTBackend(Backend):
     def precision(self) -> str:
         return str(self.sidecar.get("precision", self.metadata.get("dbsi.precision", "fp32")))
 
+    @property
+    def min_batch(self) -> int:
+        return int(self.sidecar["profile"]["min"][0])
+
+    @property
+    def max_batch(self) -> int:
+        return int(self.sidecar["profile"]["max"][0])
+
     def accepts(self, shape: Sequence[int]) -> str | None:
         profile = self.sidecar["profile"]
         reason = describe_shape_problem(shape, profile["min"][:3], profile["max"][:3])
@@ -234,6 +232,11 @@ class TensorRTBackend(Backend):
         shapes = {INPUT_NAME: tuple(batch.shape)}
         for name in self.outputs:
             shapes[name] = tuple(context.get_tensor_shape(name))
+            if any(dim < 0 for dim in shapes[name]):
+                raise RuntimeError(
+                    f"{self.path}: TensorRT left output '{name}' with unknown dimensions "
+                    f"{shapes[name]} for input shape {tuple(batch.shape)}"
+                )
         for name, shape in shapes.items():
             buffer = self._buffers[name]
             buffer.reserve(int(np.prod(shape)) * self._dtypes[name].itemsize)

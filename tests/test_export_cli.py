@@ -85,19 +85,19 @@ def test_bad_input_leaves_an_existing_output_untouched(tmp_path):
 @pytest.mark.parametrize("command", ["check", "info"])
 def test_an_onnx_without_our_metadata_is_refused(tmp_path, command):
     path = foreign_onnx(tmp_path / "other.onnx")
-    assert_refused(invoke(command, path), str(path), "no DBSI metadata")
+    assert_refused(invoke(command, path), str(path), "not a DBSI model")
 
 
 def test_engine_from_an_onnx_without_our_metadata_is_refused(tmp_path):
     path = foreign_onnx(tmp_path / "other.onnx")
-    assert_refused(invoke("engine", path, "-o", tmp_path / "m.engine"), "no DBSI metadata")
+    assert_refused(invoke("engine", path, "-o", tmp_path / "m.engine"), "not a DBSI model")
     assert_nothing_written(tmp_path, "other.onnx")
 
 
 def test_info_on_an_engine_without_sidecar_is_refused(tmp_path):
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"serialized engine")
-    assert_refused(invoke("info", engine), "no engine sidecar")
+    assert_refused(invoke("info", engine), "no sidecar m.engine.json")
 
 
 def test_info_prints_an_engine_sidecar(tmp_path):
@@ -108,6 +108,9 @@ def test_info_prints_an_engine_sidecar(tmp_path):
         "gpu_name": "NVIDIA H100 80GB HBM3",
         "compute_capability": "9.0",
         "profile": {"min": [1, 38, 38, 3], "opt": [1, 1024, 1536, 3], "max": [4, 2048, 2048, 3]},
+        "version_compatible": False,
+        "engine_sha256": "0" * 64,
+        "onnx_metadata": {"dbsi.format": "dbsi-onnx"},
     }
     (tmp_path / "m.engine.json").write_text(json.dumps(sidecar))
     result = invoke("info", tmp_path / "m.engine")

@@ -78,7 +78,27 @@ def test_profile_below_the_minimum_side_is_refused():
 
 def test_profile_out_of_order_is_refused():
     with pytest.raises(ValueError, match="min <= opt <= max"):
-        build_profile(metadata(), opt_shape=(8, 1024, 1536, 3))
+        build_profile(metadata(), opt_shape=(8, 1024, 1536, 3), max_shape=(4, 2048, 2048, 3))
+
+
+def test_a_max_shape_alone_brings_the_default_opt_within_it():
+    profile = build_profile(metadata(), max_shape=(2, 512, 512, 3))
+    assert profile == {"min": [1, 38, 38, 3], "opt": [1, 512, 512, 3], "max": [2, 512, 512, 3]}
+
+
+def test_a_min_or_opt_shape_alone_raises_the_default_max_to_it():
+    profile = build_profile(metadata(), min_shape=(8, 64, 64, 3))
+    assert profile["max"] == [8, 2048, 2048, 3]
+    assert profile["opt"] == [8, 1024, 1536, 3]
+    profile = build_profile(metadata(), opt_shape=(2, 3000, 1000, 3))
+    assert profile == {"min": [1, 38, 38, 3], "opt": [2, 3000, 1000, 3], "max": [4, 3000, 2048, 3]}
+
+
+def test_a_max_shape_below_the_default_min_lowers_it_per_dimension():
+    profile = build_profile(metadata(), opt_shape=(1, 40, 64, 3), max_shape=(1, 40, 64, 3))
+    assert profile["min"] == [1, 38, 38, 3]
+    with pytest.raises(ValueError, match=r"min shape \[1, 30, 30, 3\] \(default"):
+        build_profile(metadata(), max_shape=(1, 30, 30, 3))
 
 
 @pytest.mark.skipif(MISSING is None, reason="this machine can build engines")
@@ -171,11 +191,11 @@ def test_engine_and_sidecar_describe_the_build(tiny_onnx, tmp_path):
 @needs_gpu
 def test_timing_cache_is_written_and_reused(tiny_onnx, tmp_path):
     cache = tmp_path / "timing.cache"
-    build(tiny_onnx[0], tmp_path / "a.engine", cache)
+    assert build(tiny_onnx[0], tmp_path / "a.engine", cache)["timing_cache_bytes_loaded"] == 0
     first = cache.read_bytes()
     assert first
-    build(tiny_onnx[0], tmp_path / "b.engine", cache)
-    assert len(cache.read_bytes()) >= len(first)
+    second = build(tiny_onnx[0], tmp_path / "b.engine", cache)
+    assert second["timing_cache_bytes_loaded"] == len(first)
 
 
 @needs_gpu

@@ -6,13 +6,14 @@ import onnx
 import pytest
 
 from dbsi.export.metadata import (
-    REQUIRED_KEYS,
     build_metadata,
     model_metadata,
     read_metadata,
     render_config,
     set_metadata,
 )
+from dbsi.runtime.backend import MetadataError
+from dbsi.runtime.contract import REQUIRED_KEYS
 from dbsi.train.config import BokehConfig
 from tests.export_helpers import foreign_onnx
 
@@ -68,7 +69,7 @@ def test_set_metadata_replaces_dbsi_entries_and_keeps_others(tmp_path):
 
 def test_onnx_without_our_metadata_is_refused_naming_the_file(tmp_path):
     path = foreign_onnx(tmp_path / "other.onnx")
-    with pytest.raises(ValueError, match=r"other\.onnx: ONNX has no DBSI metadata"):
+    with pytest.raises(ValueError, match=r"other\.onnx: not a DBSI model"):
         read_metadata(path)
 
 
@@ -98,3 +99,10 @@ def test_a_file_that_is_not_onnx_is_refused_naming_it(tmp_path):
 def test_unknown_precision_is_refused():
     with pytest.raises(ValueError, match="precision"):
         metadata_for(precision="int8")
+
+
+def test_the_exporter_refuses_metadata_with_the_runtimes_check():
+    model = onnx.ModelProto()
+    set_metadata(model, {**metadata_for(), "dbsi.layout": "NCHW"})
+    with pytest.raises(MetadataError, match="m.onnx: dbsi.layout is 'NCHW'"):
+        model_metadata(model, "m.onnx")
