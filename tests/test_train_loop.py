@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 
 import pytest
 import torch
+from click.testing import CliRunner
 
 from dbsi.train.checkpoint import load_renderer, read_checkpoint
+from dbsi.train.cli import main
 from dbsi.train.phases import TINY, with_overrides
 from dbsi.train.synthetic import SceneSpec, write_dataset
-from dbsi.train.trainer import RunDirError, RunOptions, Trainer, TrainingDiverged
+from dbsi.train.trainer import PhaseRun, RunDirError, RunOptions, Trainer, TrainingDiverged
 
 # One phase of 2 epochs, 5 steps each (18 training pairs, batch 4).
 PLAN = with_overrides(TINY, sizes="32x48", epochs="2", batch_size="4")
@@ -73,3 +77,34 @@ def test_a_non_finite_loss_stops_the_run_naming_the_step(data, tmp_path):
         train(plan, data, tmp_path, save_every=1)
     assert str(tmp_path / "phase1" / "last.pt") in str(err.value)
     assert read_checkpoint(tmp_path / "phase1" / "last.pt")["step"] == 1
+
+
+def interrupt_at_step(monkeypatch, step):
+    """Deliver a real SIGINT to this process once training reaches ``step``."""
+    original = PhaseRun.train_step
+
+    def train_step(self, batch):
+        if self.step + 1 == step:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, batch)
+
+    monkeypatch.setattr(PhaseRun, "train_step", train_step)
+
+
+CLI_RUN = ["run", "phase1", "--preset", "tiny", "--sizes", "32x48", "--epochs", "2",
+           "--batch-size", "4", "--workers", "0", "--no-progress"]  # fmt: skip
+
+
+def test_ctrl_c_exits_130_even_with_max_steps(data, tmp_path, monkeypatch):
+    interrupt_at_step(monkeypatch, 2)
+    args = [*CLI_RUN, "--data", str(data), "--out", str(tmp_path), "--max-steps", "8"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 130, result.output
+    assert read_checkpoint(tmp_path / "phase1" / "last.pt")["step"] == 2
+
+
+def test_reaching_max_steps_exits_0(data, tmp_path):
+    args = [*CLI_RUN, "--data", str(data), "--out", str(tmp_path), "--max-steps", "3"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert read_checkpoint(tmp_path / "phase1" / "last.pt")["step"] == 3

@@ -194,8 +194,10 @@ def run(phases: tuple[str, ...], data: Path, out: Path, preset: str, sizes: str 
         sys.exit(2)
     if trainer.dist.main:
         summarise(results)
-    if any(r.status == "stopped" for r in results):
-        sys.exit(130 if not max_steps else 0)
+    # Ctrl-C exits 130 (the shell's code for SIGINT) even when --max-steps was also given;
+    # reaching --max-steps is a planned stop and exits 0.
+    if any(r.stopped_by == "signal" for r in results):
+        sys.exit(130)
 
 
 def summarise(results: list) -> None:

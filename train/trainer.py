@@ -89,6 +89,7 @@ class PhaseResult:
     steps: int
     seconds: float
     images_per_s: float
+    stopped_by: str | None = None  # for a "stopped" phase: "signal" (Ctrl-C) or "max-steps"
 
 
 @dataclasses.dataclass
@@ -424,15 +425,15 @@ class PhaseRun:
         else:
             self.init_weights(previous_best)
         started, images, train_seconds = time.perf_counter(), 0, 0.0
-        stopped = False
+        stopped_by = None
         with StopRequest() as stop:
-            while self.phase_step < self.phase.epochs * self.steps_per_epoch and not stopped:
+            while self.phase_step < self.phase.epochs * self.steps_per_epoch and not stopped_by:
                 epoch = self.phase_step // self.steps_per_epoch
-                count, seconds, stopped = self.train_epoch(epoch, stop)
+                count, seconds, stopped_by = self.train_epoch(epoch, stop)
                 images, train_seconds = images + count, train_seconds + seconds
                 if self.phase_step % self.steps_per_epoch == 0:
                     self.end_epoch(epoch, count / max(seconds, 1e-9))
-                if stopped:
+                if stopped_by:
                     self.save("last")
                     self.t.say(
                         f"{self.phase.name}: stopped at step {self.step}; "
@@ -440,17 +441,18 @@ class PhaseRun:
                     )
         self.t.dist.barrier()
         rate = images / max(train_seconds, 1e-9)
-        if not stopped:
+        if not stopped_by:
             self.finish(time.perf_counter() - started, rate)
         return PhaseResult(
             self.phase.name,
-            "stopped" if stopped else "finished",
+            "stopped" if stopped_by else "finished",
             self.files["best"] if self.files["best"].exists() else None,
             self.best,
             self.identity,
             self.phase_step,
             time.perf_counter() - started,
             rate,
+            stopped_by,
         )
 
     def batches(self, epoch: int) -> Iterator:
@@ -458,8 +460,9 @@ class PhaseRun:
         self.sampler.set_epoch(epoch, start_batch * self.phase.batch_size)
         return iter(self.train_loader)
 
-    def train_epoch(self, epoch: int, stop: StopRequest) -> tuple[int, float, bool]:
-        """Train to the end of the epoch (or a stop); (images, seconds, stopped)."""
+    def train_epoch(self, epoch: int, stop: StopRequest) -> tuple[int, float, str | None]:
+        """Train to the end of the epoch (or a stop); (images, seconds, what stopped it: None,
+        "signal" or "max-steps")."""
         self.renderer.train()
         bar = tqdm(
             total=self.steps_per_epoch,
@@ -492,12 +495,12 @@ class PhaseRun:
             at_limit = self.options.max_steps is not None and self.step >= self.options.max_steps
             if stops > 0 or at_limit:
                 bar.close()
-                return images, time.perf_counter() - started, True
+                return images, time.perf_counter() - started, "signal" if stops > 0 else "max-steps"
             every = self.options.save_every
             if every and self.step % every == 0 and self.phase_step % self.steps_per_epoch:
                 self.save("last")
         bar.close()
-        return images, time.perf_counter() - started, False
+        return images, time.perf_counter() - started, None
 
     def train_step(self, batch: Any) -> tuple[float, int]:
         """One optimiser step; (loss, images). A batch of only bad pairs counts as a step."""
