@@ -54,3 +54,40 @@ def test_synth_command_skips_a_set_that_is_already_there(tmp_path):
     assert first.exit_code == 0, first.output
     second = CliRunner().invoke(main, args)
     assert second.exit_code == 0 and "nothing to do" in second.output
+
+
+def synth(out, count, *extra):
+    args = ["synth", "--out", str(out), "--count", str(count), "--height", "32", "--width", "48"]
+    return CliRunner().invoke(main, [*args, *extra])
+
+
+def test_regenerating_with_a_smaller_count_removes_the_stale_scenes(tmp_path):
+    assert synth(tmp_path, 4).exit_code == 0
+    (tmp_path / "original" / "notes.txt").write_text("not the generator's")
+    result = synth(tmp_path, 2)
+    assert result.exit_code == 0, result.output
+    assert "removed 6 files" in result.output
+    for folder, ext in (("original", ".jpg"), ("bokeh", ".jpg"), ("depth", ".png")):
+        assert sorted(p.name for p in (tmp_path / folder).glob(f"*{ext}")) == [f"0{ext}", f"1{ext}"]
+    assert (tmp_path / "original" / "notes.txt").exists()
+    assert [p.stem for p in discover_pairs(tmp_path, BadPairs())] == ["0", "1"]
+    assert json.loads((tmp_path / "dataset.json").read_text())["count"] == 2
+
+
+def test_regenerating_at_another_size_rewrites_every_scene(tmp_path):
+    assert synth(tmp_path, 2).exit_code == 0
+    result = synth(tmp_path, 2, "--height", "16", "--width", "16")
+    assert result.exit_code == 0, result.output
+    assert cv2.imread(str(tmp_path / "original" / "1.jpg")).shape == (16, 16, 3)
+    assert json.loads((tmp_path / "dataset.json").read_text())["spec"]["height"] == 16
+
+
+def test_a_folder_with_foreign_images_is_refused_without_force(tmp_path):
+    (tmp_path / "original").mkdir()
+    cv2.imwrite(str(tmp_path / "original" / "7.jpg"), np.zeros((8, 8, 3), np.uint8))
+    refused = synth(tmp_path, 2)
+    assert refused.exit_code == 2 and "pass --force" in refused.output
+    assert (tmp_path / "original" / "7.jpg").exists()
+    forced = synth(tmp_path, 2, "--force")
+    assert forced.exit_code == 0, forced.output
+    assert not (tmp_path / "original" / "7.jpg").exists()

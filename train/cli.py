@@ -10,7 +10,7 @@ import click
 from tqdm import tqdm
 
 from dbsi.train.phases import PRESETS, with_overrides
-from dbsi.train.synthetic import SceneSpec, is_generated, write_dataset
+from dbsi.train.synthetic import SceneSpec, is_generated, prepare_output, write_dataset
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -48,7 +48,12 @@ def main() -> None:
     show_default=True,
     help="Strongest blur: circle of confusion at infinity, fraction of the long side.",
 )
-@click.option("--force", is_flag=True, help="Regenerate even if the same set is already there.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Regenerate even if the same set is already there; write into a folder that holds "
+    "files but no dataset.json of ours.",
+)
 def synth(out: Path, count: int, seed: int, height: int, width: int, max_coc: float,
           force: bool) -> None:  # fmt: skip
     """Render a synthetic depth-of-field set in the EBB! layout.
@@ -56,6 +61,9 @@ def synth(out: Path, count: int, seed: int, height: int, width: int, max_coc: fl
     Each scene stacks textured shapes at random depths over a far background; the ground truth
     is a thin-lens render (disc aperture, circle of confusion from depth and focus distance,
     layers blurred and composited back to front).
+
+    Regenerating into the same folder with other settings replaces the set: scenes numbered
+    >= --count from the earlier set are removed, so training never mixes them in.
 
     Example: bokeh-train synth --out demo/data --count 64 --seed 0
     """
@@ -66,6 +74,12 @@ def synth(out: Path, count: int, seed: int, height: int, width: int, max_coc: fl
     if not force and is_generated(out, count, seed, spec):
         click.echo(f"{out}: these {count} scenes (seed {seed}) are already there, nothing to do")
         return
+    try:
+        removed = prepare_output(out, count, force)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    if removed:
+        click.echo(f"removed {len(removed)} files of scenes numbered >= {count} (earlier set)")
     with tqdm(total=count, desc="scenes", unit="scene") as bar:
         write_dataset(out, count, seed, spec, on_scene=lambda _: bar.update(1))
     click.echo(f"wrote {count} scenes of {height}x{width} (seed {seed}) to {out}")

@@ -25,8 +25,10 @@ import numpy as np
 
 from dbsi.runtime.atomic import atomic_write_bytes, atomic_write_text
 
+GENERATOR = "dbsi-synthetic-dof"
 GENERATOR_VERSION = 1
 MANIFEST = "dataset.json"
+FILES = (("original", ".jpg"), ("bokeh", ".jpg"), ("depth", ".png"))  # scene i: folder/{i}ext
 SUPERSAMPLE = 4  # shapes are drawn 4x larger and area-downsampled: anti-aliased edges
 GAMMA = 2.2
 
@@ -207,7 +209,7 @@ def encode(image: np.ndarray, extension: str, jpeg_quality: int = 95) -> bytes:
 
 def manifest_for(count: int, seed: int, spec: SceneSpec) -> dict:
     return {
-        "generator": "dbsi-synthetic-dof",
+        "generator": GENERATOR,
         "generator_version": GENERATOR_VERSION,
         "count": count,
         "seed": seed,
@@ -225,10 +227,54 @@ def is_generated(out: str | Path, count: int, seed: int, spec: SceneSpec) -> boo
     if manifest != json.loads(json.dumps(manifest_for(count, seed, spec))):
         return False
     return all(
-        (out / folder / f"{i}{ext}").is_file()
-        for i in range(count)
-        for folder, ext in (("original", ".jpg"), ("bokeh", ".jpg"), ("depth", ".png"))
+        (out / folder / f"{i}{ext}").is_file() for i in range(count) for folder, ext in FILES
     )
+
+
+def generated_files(out: Path) -> dict[int, list[Path]]:
+    """Files under ``out`` named as the generator names them (``original/{i}.jpg``, ...), by
+    scene id."""
+    found: dict[int, list[Path]] = {}
+    for folder, ext in FILES:
+        if (out / folder).is_dir():
+            for path in (out / folder).iterdir():
+                if path.suffix == ext and path.stem.isdigit() and path.is_file():
+                    found.setdefault(int(path.stem), []).append(path)
+    return found
+
+
+def prepare_output(out: str | Path, count: int, force: bool = False) -> list[Path]:
+    """Make ``out`` ready for a set of ``count`` scenes; returns the files removed.
+
+    A set generated before (our manifest) loses its manifest first, so an interrupted
+    regeneration never looks complete, then its scenes with ids >= ``count``, which would
+    otherwise be mixed into training. A folder with images but no manifest of ours is not
+    touched without ``force`` (ValueError naming it); with ``force`` it is pruned the same way.
+    Only files the generator's naming scheme produces are removed.
+    """
+    out = Path(out)
+    try:
+        manifest = json.loads((out / MANIFEST).read_text())
+        ours = isinstance(manifest, dict) and manifest.get("generator") == GENERATOR
+    except (OSError, ValueError):
+        ours = False
+    existing = generated_files(out)
+    has_images = any(
+        p.is_file()
+        for folder, _ in FILES
+        if (out / folder).is_dir()
+        for p in (out / folder).iterdir()
+    )
+    if not ours and (has_images or (out / MANIFEST).exists()) and not force:
+        raise ValueError(
+            f"{out}: holds files but no {MANIFEST} from this generator; pick an empty folder "
+            "or pass --force to write into it (scenes numbered >= --count are then removed)"
+        )
+    (out / MANIFEST).unlink(missing_ok=True)
+    removed = [p for i, paths in sorted(existing.items()) if i >= count for p in paths]
+    for path in removed:
+        path.unlink()
+    return removed
 
 
 def write_dataset(
