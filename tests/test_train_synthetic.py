@@ -7,11 +7,12 @@ import json
 
 import cv2
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from dbsi.train.cli import main
 from dbsi.train.data import BadPairs, discover_pairs
-from dbsi.train.synthetic import SceneSpec, render_scene, write_dataset
+from dbsi.train.synthetic import SceneSpec, is_generated, render_scene, write_dataset
 
 SPEC = SceneSpec(height=48, width=64)
 
@@ -87,7 +88,21 @@ def test_a_folder_with_foreign_images_is_refused_without_force(tmp_path):
     cv2.imwrite(str(tmp_path / "original" / "7.jpg"), np.zeros((8, 8, 3), np.uint8))
     refused = synth(tmp_path, 2)
     assert refused.exit_code == 2 and "pass --force" in refused.output
+    assert "7.jpg" in refused.output
     assert (tmp_path / "original" / "7.jpg").exists()
     forced = synth(tmp_path, 2, "--force")
     assert forced.exit_code == 0, forced.output
     assert not (tmp_path / "original" / "7.jpg").exists()
+
+
+def test_an_interrupted_set_is_regenerated_without_force(tmp_path):
+    def interrupt(i):
+        if i == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_dataset(tmp_path, 4, seed=0, spec=SceneSpec(height=32, width=48), on_scene=interrupt)
+    assert not is_generated(tmp_path, 4, seed=0, spec=SceneSpec(height=32, width=48))
+    result = synth(tmp_path, 1)
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "bokeh" / "1.jpg").exists()

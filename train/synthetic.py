@@ -248,8 +248,10 @@ def prepare_output(out: str | Path, count: int, force: bool = False) -> list[Pat
 
     A set generated before (our manifest) loses its manifest first, so an interrupted
     regeneration never looks complete, then its scenes with ids >= ``count``, which would
-    otherwise be mixed into training. A folder with images but no manifest of ours is not
-    touched without ``force`` (ValueError naming it); with ``force`` it is pruned the same way.
+    otherwise be mixed into training (an interrupted run left an unfinished manifest, so it
+    counts as ours). A folder with files but no manifest of ours (real data, perhaps) is not
+    touched without ``force`` (ValueError naming a file); with ``force`` it is pruned the same
+    way.
     Only files the generator's naming scheme produces are removed.
     """
     out = Path(out)
@@ -259,16 +261,15 @@ def prepare_output(out: str | Path, count: int, force: bool = False) -> list[Pat
     except (OSError, ValueError):
         ours = False
     existing = generated_files(out)
-    has_images = any(
-        p.is_file()
-        for folder, _ in FILES
-        if (out / folder).is_dir()
-        for p in (out / folder).iterdir()
-    )
-    if not ours and (has_images or (out / MANIFEST).exists()) and not force:
+    present = [
+        p for folder, _ in FILES if (out / folder).is_dir() for p in (out / folder).iterdir()
+    ]
+    if not ours and (present or (out / MANIFEST).exists()) and not force:
+        example = (present or [out / MANIFEST])[0]
         raise ValueError(
-            f"{out}: holds files but no {MANIFEST} from this generator; pick an empty folder "
-            "or pass --force to write into it (scenes numbered >= --count are then removed)"
+            f"{out}: holds files (e.g. {example}) but no {MANIFEST} from this generator; pick "
+            "an empty folder or pass --force to write into it (scenes numbered >= --count are "
+            "then removed)"
         )
     (out / MANIFEST).unlink(missing_ok=True)
     removed = [p for i, paths in sorted(existing.items()) if i >= count for p in paths]
@@ -284,9 +285,12 @@ def write_dataset(
     spec: SceneSpec,
     on_scene: Callable[[int], None] | None = None,
 ) -> None:
-    """Render scenes 0..count-1 into ``out`` (files written atomically; manifest written last,
-    so a set with a manifest is complete)."""
+    """Render scenes 0..count-1 into ``out`` (files written atomically). The manifest is
+    written first marked unfinished (the folder is the generator's from then on) and last
+    complete, so only a finished set matches ``is_generated``."""
     out = Path(out)
+    unfinished = {**manifest_for(count, seed, spec), "complete": False}
+    atomic_write_text(out / MANIFEST, json.dumps(unfinished, indent=2) + "\n")
     for i in range(count):
         scene = render_scene(seed, i, spec)
         atomic_write_bytes(
