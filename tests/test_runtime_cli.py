@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import cv2
@@ -17,8 +19,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from dbsi.runtime.backend import BackendError, open_backend
+from dbsi.runtime.backend import BackendError, describe_shape_problem, open_backend
 from dbsi.runtime.cli import main
+from dbsi.runtime.onnxruntime_backend import OnnxRuntimeBackend
 from dbsi.runtime.weight_maps import colour_weights
 from tests.conftest import real_photo
 
@@ -344,6 +347,51 @@ def test_missing_model_and_no_images_exit_2(tiny_model, tmp_path):
     assert code == 2 and "no input images" in output
 
 
+class ProfileLimitedBackend(OnnxRuntimeBackend):
+    """The tiny ONNX on CPU behind an engine-like profile that takes 2..3 pictures per run, as
+    a TensorRT profile with min batch 2 and max batch 3 would; records every batch it runs."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, provider="cpu")
+        self.batches: list[int] = []
+
+    @property
+    def min_batch(self) -> int:
+        return 2
+
+    @property
+    def max_batch(self) -> int:
+        return 3
+
+    def accepts(self, shape):
+        return describe_shape_problem(shape, (2, 38, 38), (3, 8192, 8192))
+
+    def run(self, batch):
+        self.batches.append(len(batch))
+        return super().run(batch)
+
+
+def test_a_batch_beyond_the_backends_limits_renders_every_picture(
+    tiny_model, tmp_path, monkeypatch
+):
+    backend = ProfileLimitedBackend(tiny_model.path)
+    monkeypatch.setattr("dbsi.runtime.cli.open_backend", lambda *args, **kwargs: backend)
+    pictures = {f"square_{i}.png": generated(64, 64, 30 + i) for i in range(4)}
+    pictures["wide.png"] = generated(64, 96, 40)
+    for name, bgr in pictures.items():
+        write(tmp_path / "in" / name, bgr)
+    code, output = run_cli(
+        tiny_model.path, tmp_path / "in", "--out", tmp_path / "out", "--batch", 8
+    )
+    assert code == 0, output
+    assert "--batch 8 is outside the 2...3 this model takes; using 3" in output
+    assert "done 5, failed 0" in output
+    # 4 squares: a full batch of 3, then 1 padded to 2; the wide one alone, padded to 2.
+    assert sorted(backend.batches) == [2, 2, 3]
+    for name, bgr in pictures.items():
+        assert_fp32_parity(tiny_model.reference(bgr)[0], read(tmp_path / "out" / name), name)
+
+
 # --- TensorRT: what a machine without a GPU can check (the GPU tests live in
 # test_runtime_tensorrt.py and skip here with the reason) ---
 
@@ -386,6 +434,80 @@ def test_version_compatible_engine_needs_allow_host_code(tiny_model, tmp_path):
     write(tmp_path / "a.png", generated(64, 64, 16))
     code, output = run_cli(engine, tmp_path / "a.png", "--out", tmp_path / "out")
     assert code == 2 and "--allow-host-code" in output
+
+
+def test_engine_whose_sidecar_lacks_its_hash_is_refused(tiny_model, tmp_path):
+    engine = fake_engine(tmp_path, tiny_model.metadata)
+    sidecar_file = tmp_path / "model.engine.json"
+    sidecar = json.loads(sidecar_file.read_text())
+    del sidecar["engine_sha256"]
+    sidecar_file.write_text(json.dumps(sidecar))
+    with pytest.raises(BackendError, match="sidecar lacks engine_sha256"):
+        open_backend(engine)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"gpu_name": "NVIDIA A100-SXM4-80GB", "compute_capability": "8.0"},
+            "built for NVIDIA A100-SXM4-80GB (compute capability 8.0), this machine has "
+            "NVIDIA H100 80GB HBM3 (9.0)",
+        ),
+        ({"compute_capability": "8.9"}, "compute capability 8.9"),
+        (
+            {"tensorrt_version": "10.12.0"},
+            "built with TensorRT 10.12.0, this machine has TensorRT 10.14.1",
+        ),
+        ({"version_compatible": True}, "refused unless --allow-host-code is given"),
+    ],
+)
+def test_engine_for_another_gpu_tensorrt_or_with_host_code_is_refused_saying_which(
+    tiny_model, tmp_path, monkeypatch, change, message
+):
+    # This machine, as the backend sees it: an H100 and TensorRT 10.14.1. Every refusal comes
+    # before a TensorRT object would be created, so a module with only __version__ suffices.
+    from dbsi.runtime import tensorrt_backend
+
+    monkeypatch.setattr(tensorrt_backend, "import_cudart", lambda: "cudart")
+    monkeypatch.setattr(
+        tensorrt_backend, "local_gpu", lambda cudart: ("NVIDIA H100 80GB HBM3", "9.0")
+    )
+    monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="10.14.1"))
+    engine = fake_engine(tmp_path, tiny_model.metadata, **change)
+    with pytest.raises(BackendError, match=re.escape(message)):
+        open_backend(engine)
+
+
+def test_pinned_buffer_frees_both_allocations_even_when_one_free_fails():
+    from dbsi.runtime.cuda_device import CudaError
+    from dbsi.runtime.tensorrt_backend import _PinnedBuffer
+
+    freed = []
+
+    class FailingDeviceFree:
+        """cuda-python's calling convention: (error code, results...); 0 is success."""
+
+        class cudaError_t:
+            cudaSuccess = 0
+
+        def cudaFree(self, pointer):
+            freed.append(("device", pointer))
+            return (700,)
+
+        def cudaFreeHost(self, pointer):
+            freed.append(("host", pointer))
+            return (0,)
+
+        def cudaGetErrorName(self, err):
+            return (0, b"cudaErrorIllegalAddress")
+
+    buffer = _PinnedBuffer(FailingDeviceFree())
+    buffer.nbytes, buffer.host_ptr, buffer.device_ptr = 64, 11, 22
+    with pytest.raises(CudaError, match="cudaFree failed: cudaErrorIllegalAddress"):
+        buffer.free()
+    assert freed == [("device", 22), ("host", 11)]
+    assert (buffer.nbytes, buffer.host_ptr, buffer.device_ptr) == (0, 0, 0)
 
 
 def test_engine_that_does_not_match_its_sidecar_is_refused(tiny_model, tmp_path):
