@@ -161,6 +161,7 @@ def run_speed(
                     log(f"{candidate.name}: skipped at {where}: {reason}")
                     continue
                 flops = flops_at(candidate.config, height, width)
+                # One PeakMemory per row: the model row's peak must not include the codec run.
                 with PeakMemory() as memory:
                     stats = measure(
                         lambda c=candidate, b=batch: c.render(b),
@@ -170,9 +171,10 @@ def run_speed(
                         clock=candidate.clock,
                         progress=progress,
                     )
-                    codec = None
-                    if with_codec:
-                        # Already warm: the codec path reuses the warmed-up backend.
+                rows.append(latency_row(candidate, stats, memory, (height, width), IO_MODEL, flops))
+                if with_codec:
+                    # Already warm: the codec path reuses the warmed-up backend.
+                    with PeakMemory() as codec_memory:
                         codec = measure(
                             lambda c=candidate, j=jpegs: file_to_file(c, j),
                             batch=batch_size,
@@ -181,10 +183,10 @@ def run_speed(
                             clock=wall_clock,
                             progress=progress,
                         )
-                rows.append(latency_row(candidate, stats, memory, (height, width), IO_MODEL, flops))
-                if codec is not None:
                     rows.append(
-                        latency_row(candidate, codec, memory, (height, width), IO_CODEC, flops)
+                        latency_row(
+                            candidate, codec, codec_memory, (height, width), IO_CODEC, flops
+                        )
                     )
     add_ratios(rows)
     return rows

@@ -60,3 +60,32 @@ def test_peak_memory_sees_an_allocation_made_inside_the_block():
         block.sum()
     assert during.peak_rss >= before.peak_rss + 32 * 2**20
     del block
+
+
+def test_speed_rows_each_have_their_own_memory_peak(monkeypatch):
+    """The codec run's allocations must not show up in the model row's peak."""
+    from dbsi.benchmarks import speed
+    from dbsi.benchmarks.models import Candidate, ModelSet
+    from dbsi.train.config import BokehConfig
+
+    codec_run = speed.file_to_file
+
+    def file_to_file_with_a_big_buffer(candidate, jpegs):
+        buffer = np.ones(256 * 2**20, dtype=np.uint8)  # 256 MiB, touched, freed on return
+        buffer.sum()
+        return codec_run(candidate, jpegs)
+
+    monkeypatch.setattr(speed, "file_to_file", file_to_file_with_a_big_buffer)
+    numpy_copy = Candidate(
+        name="numpy-copy",
+        precision="fp32",
+        config=BokehConfig(width=0.125).to_dict(),
+        source="test",
+        device="CPU",
+        render=lambda batch: batch.copy(),
+    )
+    rows = speed.run_speed(ModelSet([numpy_copy], [], False, None), [(64, 96)], [1],
+                           repeats=2, warmup=0)  # fmt: skip
+    model, codec = rows
+    assert (model["io"], codec["io"]) == (speed.IO_MODEL, speed.IO_CODEC)
+    assert codec["peak_host_rss_bytes"] >= model["peak_host_rss_bytes"] + 128 * 2**20
