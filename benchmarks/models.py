@@ -10,7 +10,9 @@ at all, a randomly initialised full-width model stands in, and every report says
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib.util
+import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -138,45 +140,70 @@ def ort_providers(gpu_present: bool) -> list[str]:
     return [n for n in names if n == "cpu" or gpu_present]
 
 
+def cache_key(**inputs: Any) -> str:
+    """A short hex key over everything that decides a cached file's content."""
+    text = json.dumps(inputs, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def random_checkpoint(cache: Path, width: float = 1.0) -> Path:
-    """A randomly initialised (seed 0) model of ``width`` saved as a checkpoint in ``cache``."""
+    """A randomly initialised (seed 0) model of ``width`` saved as a checkpoint in ``cache``,
+    keyed on the render config's defaults, the toolkit and torch versions (a changed default or
+    initialiser gives a new file)."""
     import torch
 
+    from dbsi.runtime.provenance import toolkit_version
     from dbsi.train.checkpoint import save_checkpoint
     from dbsi.train.config import BokehConfig
     from dbsi.train.render import BokehRenderer
 
-    path = cache / f"random-width{width:g}-seed{RANDOM_SEED}.pt"
+    config = BokehConfig(width=width)
+    key = cache_key(
+        config=config.to_dict(),
+        seed=RANDOM_SEED,
+        toolkit=toolkit_version(),
+        torch=torch.__version__,
+    )
+    path = cache / f"random-width{width:g}-seed{RANDOM_SEED}-{key}.pt"
     if not path.is_file():
         torch.manual_seed(RANDOM_SEED)
-        save_checkpoint(path, BokehRenderer(BokehConfig(width=width)).eval())
+        save_checkpoint(path, BokehRenderer(config).eval())
     return path
 
 
+def onnx_cache_key(checkpoint_sha256: str) -> str:
+    """What decides the exported graph: the checkpoint, the toolkit (the graph code), the ONNX
+    contract and opset, and the exporter (torch) and onnx versions."""
+    import onnx
+    import torch
+
+    from dbsi.export.onnx_graph import OPSET
+    from dbsi.runtime.contract import ONNX_FORMAT_VERSION
+    from dbsi.runtime.provenance import toolkit_version
+
+    return cache_key(
+        checkpoint=checkpoint_sha256,
+        toolkit=toolkit_version(),
+        format_version=ONNX_FORMAT_VERSION,
+        opset=OPSET,
+        torch=torch.__version__,
+        onnx=onnx.__version__,
+    )
+
+
 def cached_onnx(checkpoint: Path, cache: Path, log: Callable[[str], None] = print) -> Path:
-    """The fp32 ONNX export of ``checkpoint``, made once per checkpoint content."""
-    from dbsi.export.metadata import build_metadata
-    from dbsi.export.onnx_graph import export_onnx
-    from dbsi.runtime.contract import MAX_SIDE, OUTPUT_NAME
-    from dbsi.runtime.provenance import file_sha256, toolkit_version
+    """The fp32 ONNX export of ``checkpoint`` (``bokeh-export onnx``'s graph and metadata), made
+    once per ``onnx_cache_key``."""
+    from dbsi.export.onnx_graph import checkpoint_onnx, write_onnx
+    from dbsi.runtime.provenance import file_sha256
     from dbsi.train.checkpoint import load_renderer
 
     digest = file_sha256(checkpoint)
-    path = cache / digest[:16] / "model.onnx"
+    path = cache / onnx_cache_key(digest) / "model.onnx"
     if path.is_file():
         return path
     log(f"Exporting {checkpoint} to ONNX (cached as {path}) ...")
-    renderer = load_renderer(checkpoint)
-    metadata = build_metadata(
-        renderer.config.to_dict(),
-        min_input_side=renderer.config.min_input_side,
-        max_input_side=MAX_SIDE,
-        outputs=[OUTPUT_NAME],
-        precision="fp32",
-        checkpoint_sha256=digest,
-        toolkit_version=toolkit_version(),
-    )
-    export_onnx(renderer, path, metadata=metadata)
+    write_onnx(checkpoint_onnx(load_renderer(checkpoint), digest), path)
     return path
 
 

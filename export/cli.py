@@ -89,11 +89,9 @@ def onnx_command(
 
     from dbsi.export.checks import CheckFailed, check_photos, run_checks
     from dbsi.export.fp16 import convert_to_fp16
-    from dbsi.export.metadata import build_metadata, set_metadata
-    from dbsi.export.onnx_graph import output_names, trace_onnx
+    from dbsi.export.onnx_graph import checkpoint_onnx, output_names
     from dbsi.runtime.atomic import atomic_path
-    from dbsi.runtime.contract import MAX_SIDE
-    from dbsi.runtime.provenance import file_sha256, toolkit_version
+    from dbsi.runtime.provenance import file_sha256
     from dbsi.train.checkpoint import read_checkpoint, renderer_from_checkpoint
 
     try:
@@ -101,7 +99,6 @@ def onnx_command(
         photos = None if skip_checks else check_photos()
     except (ValueError, RuntimeError) as exc:
         fail(str(exc))
-    config = renderer.config
     precision = "fp16" if fp16 else "fp32"
     stages = ["trace"] + (["fp16"] if fp16 else []) + ["write"] + ([] if skip_checks else ["check"])
     started = time.perf_counter()
@@ -109,20 +106,8 @@ def onnx_command(
     try:
         with tqdm(total=len(stages), desc="export", unit="stage") as bar:
             bar.set_postfix_str("tracing the render")
-            model = trace_onnx(renderer, with_weights=with_weights)
+            model = checkpoint_onnx(renderer, file_sha256(checkpoint), with_weights=with_weights)
             bar.update()
-            set_metadata(
-                model,
-                build_metadata(
-                    config.to_dict(),
-                    min_input_side=config.min_input_side,
-                    max_input_side=MAX_SIDE,
-                    outputs=output_names(with_weights),
-                    precision="fp32",
-                    checkpoint_sha256=file_sha256(checkpoint),
-                    toolkit_version=toolkit_version(),
-                ),
-            )
             if fp16:
                 bar.set_postfix_str("converting to fp16")
                 model = convert_to_fp16(model)

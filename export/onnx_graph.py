@@ -17,8 +17,10 @@ import onnx
 import torch
 from torch import nn
 
+from dbsi.export.metadata import build_metadata, set_metadata
 from dbsi.runtime.atomic import atomic_path
 from dbsi.runtime.contract import INPUT_NAME, MAX_BATCH, MAX_SIDE, OUTPUT_NAME, WEIGHTS_NAME
+from dbsi.runtime.provenance import toolkit_version
 from dbsi.train.render import BokehRenderer
 
 OPSET = 18
@@ -81,6 +83,33 @@ def output_names(with_weights: bool) -> list[str]:
     return [OUTPUT_NAME, WEIGHTS_NAME] if with_weights else [OUTPUT_NAME]
 
 
+def checkpoint_onnx(
+    renderer: BokehRenderer, checkpoint_sha256: str, *, with_weights: bool = False
+) -> onnx.ModelProto:
+    """The fp32 ONNX of a checkpoint's ``renderer`` with its ``dbsi.*`` metadata (render
+    config, input limits, outputs, the checkpoint's hash, the toolkit version): what
+    ``bokeh-export onnx`` checks and writes, and what ``bokeh-bench`` caches."""
+    model = trace_onnx(renderer, with_weights=with_weights)
+    config = renderer.config
+    metadata = build_metadata(
+        config.to_dict(),
+        min_input_side=config.min_input_side,
+        max_input_side=MAX_SIDE,
+        outputs=output_names(with_weights),
+        precision="fp32",
+        checkpoint_sha256=checkpoint_sha256,
+        toolkit_version=toolkit_version(),
+    )
+    set_metadata(model, metadata)
+    return model
+
+
+def write_onnx(model: onnx.ModelProto, path: str | Path) -> None:
+    """Save ``model`` atomically: a reader never sees half a file."""
+    with atomic_path(path) as tmp:
+        onnx.save(model, str(tmp))
+
+
 def export_onnx(
     renderer: BokehRenderer,
     path: str | Path,
@@ -89,12 +118,9 @@ def export_onnx(
     metadata: dict[str, Any] | None = None,
 ) -> onnx.ModelProto:
     """Export ``renderer`` (see ``trace_onnx``) and write it atomically with ``metadata`` as
-    ``metadata_props`` (values that are not strings are JSON-encoded)."""
+    ``dbsi.*`` metadata_props (values that are not strings are JSON-encoded)."""
     model = trace_onnx(renderer, with_weights=with_weights)
-    for key, value in (metadata or {}).items():
-        entry = model.metadata_props.add()
-        entry.key = key
-        entry.value = value if isinstance(value, str) else json.dumps(value)
-    with atomic_path(path) as tmp:
-        onnx.save(model, str(tmp))
+    encoded = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
+    set_metadata(model, encoded)
+    write_onnx(model, path)
     return model

@@ -298,3 +298,31 @@ def test_parity_without_a_checkpoint_exits_2(tiny, tmp_path):
     result = invoke("parity", "--model", tiny["onnx"], "--out", tmp_path)
     assert result.exit_code == 2
     assert "parity needs the PyTorch reference" in result.output
+
+
+def test_the_onnx_cache_key_changes_with_toolkit_opset_and_checkpoint(monkeypatch):
+    from dbsi.benchmarks import models
+    from dbsi.export import onnx_graph
+    from dbsi.runtime import provenance
+
+    key = models.onnx_cache_key("ab" * 32)
+    assert models.onnx_cache_key("ab" * 32) == key
+    assert models.onnx_cache_key("cd" * 32) != key
+    monkeypatch.setattr(onnx_graph, "OPSET", onnx_graph.OPSET + 1)
+    assert models.onnx_cache_key("ab" * 32) != key
+    monkeypatch.undo()
+    monkeypatch.setattr(provenance, "toolkit_version", lambda: "99.0")
+    assert models.onnx_cache_key("ab" * 32) != key
+
+
+def test_the_random_checkpoint_is_remade_when_its_config_or_toolkit_changes(tmp_path, monkeypatch):
+    from dbsi.benchmarks import models
+    from dbsi.runtime import provenance
+    from dbsi.train.checkpoint import read_checkpoint
+
+    first = models.random_checkpoint(tmp_path, width=0.125)
+    assert models.random_checkpoint(tmp_path, width=0.125) == first
+    assert read_checkpoint(first)["config"] == BokehConfig(width=0.125).to_dict()
+    assert models.random_checkpoint(tmp_path, width=0.25) != first
+    monkeypatch.setattr(provenance, "toolkit_version", lambda: "99.0")
+    assert models.random_checkpoint(tmp_path, width=0.125) != first
