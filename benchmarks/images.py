@@ -6,7 +6,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-REAL_PHOTOS = ("astronaut", "coffee", "chelsea", "motorcycle")
+from dbsi.export.photos import PHOTO_NAMES, sample_photos
 
 
 def generated_image(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -35,10 +35,10 @@ def generated_image(height: int, width: int, seed: int = 0) -> np.ndarray:
 
 
 def real_photos() -> tuple[dict[str, np.ndarray], bool]:
-    """The scikit-image photos as uint8 BGR (OpenCV order), and whether they are real: without
-    scikit-image, generated images of similar sizes stand in (the caller must say so)."""
+    """The scikit-image photos as uint8 BGR (``dbsi.export.photos``), and whether they are real:
+    without scikit-image, generated images of similar sizes stand in (the caller must say so)."""
     try:
-        from skimage import data
+        return sample_photos(), True
     except ImportError:
         sizes = {
             "astronaut": (512, 512),
@@ -46,9 +46,4 @@ def real_photos() -> tuple[dict[str, np.ndarray], bool]:
             "chelsea": (300, 451),
             "motorcycle": (500, 741),
         }
-        return {n: generated_image(*sizes[n], seed=i) for i, n in enumerate(REAL_PHOTOS)}, False
-    photos = {}
-    for name in REAL_PHOTOS:
-        rgb = data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(data, name)()
-        photos[name] = np.ascontiguousarray(rgb[..., ::-1])
-    return photos, True
+        return {n: generated_image(*sizes[n], seed=i) for i, n in enumerate(PHOTO_NAMES)}, False

@@ -22,6 +22,7 @@ from onnx import TensorProto, numpy_helper
 from dbsi.export.metadata import model_metadata
 from dbsi.export.onnx_graph import PixelsToBokeh
 from dbsi.export.parity import PARITY_THRESHOLDS, parity_failures, parity_stats
+from dbsi.export.photos import sample_photos
 from dbsi.runtime.contract import INPUT_NAME, OUTPUT_NAME, WEIGHTS_NAME
 from dbsi.train.render import BokehRenderer
 
@@ -69,23 +70,20 @@ def check_photos() -> dict[str, np.ndarray]:
     """Real photos as uint8 BGR batches (N x H x W x 3): square, landscape, portrait, odd sizes,
     and a batch of two."""
     try:
-        from skimage import data
+        photos = sample_photos()
     except ImportError as exc:
         raise RuntimeError(
             "the parity checks need scikit-image's sample photos: pip install scikit-image"
         ) from exc
-    astronaut = data.astronaut()
-    coffee = data.coffee()
-    chelsea = data.chelsea()
-    motorcycle = data.stereo_motorcycle()[0]
-    rgb = {
-        "astronaut 512x512": astronaut[None],
+    coffee, motorcycle = photos["coffee"], photos["motorcycle"]
+    batches = {
+        "astronaut 512x512": photos["astronaut"][None],
         "coffee portrait 600x400": coffee.transpose(1, 0, 2)[None],
         "motorcycle crop 333x517": motorcycle[100:433, 150:667][None],
-        "chelsea 300x451": chelsea[None],
+        "chelsea 300x451": photos["chelsea"][None],
         "batch of 2 400x600": np.stack([coffee, motorcycle[50:450, 70:670]]),
     }
-    return {name: np.ascontiguousarray(batch[..., ::-1]) for name, batch in rgb.items()}
+    return {name: np.ascontiguousarray(batch) for name, batch in batches.items()}
 
 
 def reference_render(

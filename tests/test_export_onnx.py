@@ -212,3 +212,14 @@ def test_failed_checks_write_nothing_and_keep_the_existing_file(
     assert "not written" in result.stderr
     assert output.read_bytes() == b"an earlier export"
     assert not [p for p in export_dir.iterdir() if ".partial" in p.name]
+
+
+def test_export_checks_and_benchmarks_use_the_same_bgr_photos():
+    from skimage import data
+
+    from dbsi.benchmarks.images import real_photos
+
+    photos, real = real_photos()
+    assert real and np.array_equal(photos["coffee"], data.coffee()[..., ::-1])
+    portrait = check_photos()["coffee portrait 600x400"][0]
+    assert np.array_equal(portrait, photos["coffee"].transpose(1, 0, 2))
