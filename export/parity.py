@@ -69,8 +69,3 @@ def parity_failures(stats: dict[str, Any], precision: str) -> list[str]:
     if "min_psnr_db" in limits and stats["psnr_db"] < limits["min_psnr_db"]:
         failures.append(f"PSNR {stats['psnr_db']:.2f} dB < {limits['min_psnr_db']:.0f} dB")
     return failures
-
-
-def parity_passes(stats: dict[str, Any], precision: str) -> bool:
-    """True when ``stats`` meet the thresholds of ``precision``."""
-    return not parity_failures(stats, precision)

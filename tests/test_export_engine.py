@@ -21,7 +21,7 @@ from dbsi.export.engine import (
     require_tensorrt_and_gpu,
 )
 from dbsi.export.metadata import build_metadata, set_metadata
-from dbsi.export.parity import parity_passes, parity_stats
+from dbsi.export.parity import parity_failures, parity_stats
 from tests.export_helpers import foreign_onnx
 
 
@@ -207,7 +207,7 @@ def test_fp32_engine_matches_onnx_runtime(tiny_onnx, tmp_path):
         if max(batch.shape[1:3]) > 600:
             continue
         want = session.run(None, {"image": batch})[0]
-        assert parity_passes(parity_stats(want, run_engine(engine, batch)), "fp32"), name
+        assert parity_failures(parity_stats(want, run_engine(engine, batch)), "fp32") == [], name
 
 
 @needs_gpu
@@ -217,7 +217,7 @@ def test_fp16_engine_reaches_40_db(tiny_onnx, tmp_path):
     assert sidecar["precision"] == "fp16"
     batch = check_photos()["astronaut 512x512"]
     want = onnx_session(tiny_onnx[0]).run(None, {"image": batch})[0]
-    assert parity_passes(parity_stats(want, run_engine(engine, batch)), "fp16")
+    assert parity_failures(parity_stats(want, run_engine(engine, batch)), "fp16") == []
 
 
 @needs_gpu

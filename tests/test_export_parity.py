@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from dbsi.export.parity import PARITY_THRESHOLDS, parity_failures, parity_passes, parity_stats
+from dbsi.export.parity import PARITY_THRESHOLDS, parity_failures, parity_stats
 
 
 def photo_like(shape=(2, 40, 60, 3), seed=0):
@@ -48,7 +48,7 @@ def test_differences_do_not_wrap_around_uint8():
 def test_fp32_passes_one_level_everywhere_and_fails_three_levels_anywhere():
     reference = photo_like()
     one_off = np.clip(reference.astype(int) + 1, 0, 255).astype(np.uint8)
-    assert parity_passes(parity_stats(reference, one_off), "fp32")
+    assert parity_failures(parity_stats(reference, one_off), "fp32") == []
     three_off = reference.copy()
     three_off[0, 0, 0, 0] = (int(reference[0, 0, 0, 0]) + 3) % 256
     failures = parity_failures(parity_stats(reference, three_off), "fp32")
@@ -62,7 +62,7 @@ def test_fp32_fails_when_more_than_a_thousandth_of_pixels_are_two_levels_off():
     failures = parity_failures(parity_stats(reference, candidate), "fp32")
     assert failures and "pixels off by more than 1 level" in failures[0]
     candidate[0, 0, 10, 0] = 100  # 10 of 10,000: exactly the limit
-    assert parity_passes(parity_stats(reference, candidate), "fp32")
+    assert parity_failures(parity_stats(reference, candidate), "fp32") == []
 
 
 def test_fp16_judges_by_psnr_of_forty_db():
@@ -71,8 +71,8 @@ def test_fp16_judges_by_psnr_of_forty_db():
     near = reference.copy()
     near[0, :, :, 0] = 102  # MSE 4/3: 46.9 dB
     far = reference + np.uint8(3)  # MSE 9: 38.6 dB
-    assert parity_passes(parity_stats(reference, near), "fp16")
-    assert not parity_passes(parity_stats(reference, far), "fp16")
+    assert parity_failures(parity_stats(reference, near), "fp16") == []
+    assert parity_failures(parity_stats(reference, far), "fp16") != []
 
 
 def test_mismatched_shapes_and_types_are_refused():
