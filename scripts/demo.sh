@@ -27,8 +27,9 @@ step "4/6 render real photos (demo/rendered, weight maps as *.weights.png)"
 python scripts/demo_photos.py demo/photos
 bokeh-run demo/model.onnx demo/photos --out demo/rendered --save-weights --skip-existing
 
-step "5/6 quality on the synthetic set: model in both modes vs identity and global blur"
-bokeh-bench quality demo/data --model "$ckpt" --out demo/bench
+step "5/6 quality on a held-out synthetic set (seed 1): model in both modes vs identity and global blur"
+bokeh-train synth --out demo/heldout --count 64 --seed 1
+bokeh-bench quality demo/heldout --model "$ckpt" --out demo/bench
 
 step "6/6 speed: PyTorch eager vs ONNX Runtime at 512x768"
 bokeh-bench speed --model "$ckpt" --model demo/model.onnx --size 512x768 --out demo/bench
