@@ -7,8 +7,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from dbsi.benchmarks.models import ModelSet
-from dbsi.benchmarks.speed import IO_MODEL, add_ratios, flops_at, input_batch, latency_row
-from dbsi.benchmarks.timing import PeakMemory, measure
+from dbsi.benchmarks.speed import (
+    IO_MODEL,
+    add_ratios,
+    flops_at,
+    input_batch,
+    latency_row,
+    measure_model,
+)
 
 DEFAULT_RESOLUTIONS = ((512, 768), (768, 1152), (1024, 1536), (1536, 2304), (2160, 3840))
 DEFAULT_BATCHES = (1, 2, 4)
@@ -52,15 +58,9 @@ def run_scaling(
             if reason is not None:
                 log(f"{candidate.name}: skipped at {height}x{width} batch {batch}: {reason}")
                 continue
-            with PeakMemory() as memory:
-                stats = measure(
-                    lambda c=candidate, b=images: c.render(b),
-                    batch=batch,
-                    repeats=repeats,
-                    warmup=warmup,
-                    clock=candidate.clock,
-                    progress=progress,
-                )
+            stats, memory = measure_model(
+                candidate, images, repeats=repeats, warmup=warmup, progress=progress
+            )
             flops = flops_at(candidate.config, height, width)
             row = latency_row(candidate, stats, memory, (height, width), IO_MODEL, flops)
             megapixels = height * width / 1e6

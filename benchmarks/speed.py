@@ -16,7 +16,7 @@ import numpy as np
 
 from dbsi.benchmarks.images import generated_image
 from dbsi.benchmarks.models import Candidate, ModelSet
-from dbsi.benchmarks.timing import PeakMemory, measure, wall_clock
+from dbsi.benchmarks.timing import LatencyStats, PeakMemory, measure, wall_clock
 
 DEFAULT_SIZES = ((1024, 1536), (1024, 1575))
 JPEG_QUALITY = 95
@@ -114,6 +114,27 @@ def latency_row(
     return row
 
 
+def measure_model(
+    candidate: Candidate,
+    images: np.ndarray,
+    *,
+    repeats: int,
+    warmup: int,
+    progress: Callable[[], None] | None,
+) -> tuple[LatencyStats, PeakMemory]:
+    """Time ``candidate`` on a decoded batch; the memory peak covers this measurement only."""
+    with PeakMemory() as memory:
+        stats = measure(
+            lambda: candidate.render(images),
+            batch=len(images),
+            repeats=repeats,
+            warmup=warmup,
+            clock=candidate.clock,
+            progress=progress,
+        )
+    return stats, memory
+
+
 def flops_at(config: dict[str, Any], height: int, width: int) -> int | None:
     """Render FLOPs per image at this size, None when torch (the counter) is not installed."""
     try:
@@ -162,15 +183,9 @@ def run_speed(
                     continue
                 flops = flops_at(candidate.config, height, width)
                 # One PeakMemory per row: the model row's peak must not include the codec run.
-                with PeakMemory() as memory:
-                    stats = measure(
-                        lambda c=candidate, b=batch: c.render(b),
-                        batch=batch_size,
-                        repeats=repeats,
-                        warmup=warmup,
-                        clock=candidate.clock,
-                        progress=progress,
-                    )
+                stats, memory = measure_model(
+                    candidate, batch, repeats=repeats, warmup=warmup, progress=progress
+                )
                 rows.append(latency_row(candidate, stats, memory, (height, width), IO_MODEL, flops))
                 if with_codec:
                     # Already warm: the codec path reuses the warmed-up backend.
