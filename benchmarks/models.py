@@ -258,9 +258,9 @@ def resolve_models(
     skipped: list[dict[str, str]] = []
     if checkpoint is not None and with_reference:
         if torch_available():
-            candidates.append(
-                torch_reference(reference_renderer(checkpoint, mode), str(checkpoint))
-            )
+            from dbsi.train.checkpoint import load_renderer
+
+            candidates.append(torch_reference(load_renderer(checkpoint, mode), str(checkpoint)))
         else:
             skipped.append({"name": REFERENCE_NAME, "reason": "torch is not installed"})
     if checkpoint is not None and not onnx_files and with_backends and mode is None:
@@ -272,16 +272,6 @@ def resolve_models(
         for path in engines:
             candidates.extend(open_or_skip(path, None, skipped))
     return ModelSet(candidates, skipped, random_weights, checkpoint)
-
-
-def reference_renderer(checkpoint: Path, mode: str | None = None) -> Any:
-    """The checkpoint's renderer, with its render mode replaced by ``mode`` when given."""
-    from dbsi.train.checkpoint import read_checkpoint, renderer_from_checkpoint
-
-    payload = read_checkpoint(checkpoint)
-    if mode is not None:
-        payload = {**payload, "config": {**payload["config"], "mode": mode}}
-    return renderer_from_checkpoint(payload, str(checkpoint))
 
 
 def open_or_skip(

@@ -80,8 +80,18 @@ def main() -> None:
     is_flag=True,
     help="Write without the ONNX Runtime parity checks (not recommended).",
 )
+@click.option(
+    "--mode",
+    metavar="paper|fullres",
+    help="Render mode of the graph (default: the checkpoint's); the weights serve both.",
+)
 def onnx_command(
-    checkpoint: Path, output: Path, fp16: bool, with_weights: bool, skip_checks: bool
+    checkpoint: Path,
+    output: Path,
+    fp16: bool,
+    with_weights: bool,
+    skip_checks: bool,
+    mode: str | None,
 ) -> None:
     """Export CHECKPOINT's whole render (uint8 BGR NHWC in and out) to ONNX and check it."""
     import onnx
@@ -95,7 +105,7 @@ def onnx_command(
     from dbsi.train.checkpoint import read_checkpoint, renderer_from_checkpoint
 
     try:
-        renderer = renderer_from_checkpoint(read_checkpoint(checkpoint), str(checkpoint))
+        renderer = renderer_from_checkpoint(read_checkpoint(checkpoint), str(checkpoint), mode)
         photos = None if skip_checks else check_photos()
     except (ValueError, RuntimeError) as exc:
         fail(str(exc))
@@ -158,9 +168,11 @@ def check_command(model: Path, checkpoint: Path | None) -> None:
                     f"{model}: was exported from another checkpoint than {checkpoint} "
                     f"(sha256 {metadata['dbsi.checkpoint_sha256'][:12]}...)"
                 )
-            if payload["config"] != render_config(metadata):
+            config = render_config(metadata)
+            # The export may have chosen another render mode; everything else must agree.
+            if {**payload["config"], "mode": config["mode"]} != config:
                 raise ValueError(f"{model}: render config differs from {checkpoint}'s")
-            renderer = renderer_from_checkpoint(payload, str(checkpoint))
+            renderer = renderer_from_checkpoint(payload, str(checkpoint), config["mode"])
         photos = check_photos()
     except (ValueError, RuntimeError) as exc:
         fail(str(exc))

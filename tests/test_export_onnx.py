@@ -176,6 +176,25 @@ def test_check_command_passes_on_the_export(tiny_fp32, tiny_checkpoint):
     assert "checks passed" in result.output
 
 
+def test_a_render_mode_chosen_at_export_is_in_the_graph_and_checks_pass(
+    export_dir, tiny_checkpoint
+):
+    stored = read_checkpoint(tiny_checkpoint)["config"]["mode"]
+    chosen = "fullres" if stored == "paper" else "paper"
+    path = export_dir / f"tiny-{chosen}.onnx"
+    assert_exported(invoke("onnx", tiny_checkpoint, "-o", path, "--mode", chosen), path)
+    assert render_config(read_metadata(path))["mode"] == chosen
+    result = invoke("check", path, "--checkpoint", tiny_checkpoint)
+    assert result.exit_code == 0, result.output
+
+
+def test_an_unknown_render_mode_is_refused_with_exit_2(export_dir, tiny_checkpoint):
+    result = invoke("onnx", tiny_checkpoint, "-o", export_dir / "x.onnx", "--mode", "cinema")
+    assert result.exit_code == 2
+    assert "mode: 'cinema' is not one of" in result.output
+    assert not (export_dir / "x.onnx").exists()
+
+
 def test_check_without_checkpoint_runs_the_graph_without_judging_pixels(tiny_fp32):
     result = invoke("check", tiny_fp32[1])
     assert result.exit_code == 0, result.output

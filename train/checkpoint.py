@@ -60,9 +60,14 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return payload
 
 
-def renderer_from_checkpoint(payload: dict[str, Any], source: str = "checkpoint") -> BokehRenderer:
-    """Build the renderer a checkpoint describes and load its weights (eval mode)."""
-    renderer = BokehRenderer(BokehConfig.from_dict(payload["config"]))
+def renderer_from_checkpoint(
+    payload: dict[str, Any], source: str = "checkpoint", mode: str | None = None
+) -> BokehRenderer:
+    """Build the renderer a checkpoint describes and load its weights (eval mode).
+
+    ``mode`` replaces the stored render mode: the weights serve both modes."""
+    config = payload["config"] if mode is None else {**payload["config"], "mode": mode}
+    renderer = BokehRenderer(BokehConfig.from_dict(config))
     try:
         result = renderer.predictor.load_state_dict(payload["model"], strict=False)
     except RuntimeError as exc:  # mis-shaped tensors
@@ -75,6 +80,6 @@ def renderer_from_checkpoint(payload: dict[str, Any], source: str = "checkpoint"
     return renderer.eval()
 
 
-def load_renderer(path: str | Path) -> BokehRenderer:
-    """The renderer stored in a checkpoint file, in eval mode."""
-    return renderer_from_checkpoint(read_checkpoint(path), str(path))
+def load_renderer(path: str | Path, mode: str | None = None) -> BokehRenderer:
+    """The renderer stored in a checkpoint file, in eval mode (``mode`` overrides its mode)."""
+    return renderer_from_checkpoint(read_checkpoint(path), str(path), mode)
