@@ -1,6 +1,7 @@
 """The checks every export passes before it is written: onnx.checker (full check), strict shape
-inference, static graph rules that TensorRT needs, and ONNX Runtime against the PyTorch render on
-real photos (scikit-image's) at several sizes, a portrait and odd ones included.
+inference, the rules TensorRT's ONNX parser documents (``dbsi.export.tensorrt_rules``), and
+ONNX Runtime against the PyTorch render on real photos (scikit-image's) at several sizes, a
+portrait and odd ones included.
 
 ``compare_with_reference`` is the reusable piece: render photos with the PyTorch reference and
 with an ONNX Runtime session, and judge them with ``dbsi.export.parity``.
@@ -17,16 +18,15 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
-from onnx import TensorProto, numpy_helper
+from onnx import TensorProto
 
 from dbsi.export.metadata import model_metadata
 from dbsi.export.onnx_graph import PixelsToBokeh
 from dbsi.export.parity import PARITY_THRESHOLDS, parity_failures, parity_stats
 from dbsi.export.photos import sample_photos
+from dbsi.export.tensorrt_rules import tensorrt_problems
 from dbsi.runtime.contract import INPUT_NAME, OUTPUT_NAME, WEIGHTS_NAME
 from dbsi.train.render import BokehRenderer
-
-MIN_OPSET = 17
 
 
 class CheckFailed(Exception):
@@ -142,48 +142,6 @@ def compare_with_reference(
     return rows
 
 
-def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Constant":
-            for attr in node.attribute:
-                if attr.name == "value":
-                    values[node.output[0]] = numpy_helper.to_array(attr.t)
-    return values
-
-
-def static_graph_problems(model: onnx.ModelProto, min_input_side: int) -> list[str]:
-    """What TensorRT would reject or get wrong: opset < 17, antialiased Resize, Resize by
-    scales instead of sizes, Pad with shape-dependent pads or a reflect pad that could reach
-    the input's own size."""
-    problems = []
-    opset = max(
-        (imp.version for imp in model.opset_import if imp.domain in ("", "ai.onnx")), default=0
-    )
-    if opset < MIN_OPSET:
-        problems.append(f"opset {opset} < {MIN_OPSET}")
-    constants = _constants(model)
-    for node in model.graph.node:
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        if node.op_type == "Resize":
-            if attrs.get("antialias", 0) == 1:
-                problems.append(f"{node.name}: Resize with antialias=1")
-            scales = node.input[2] if len(node.input) > 2 else ""
-            sizes = node.input[3] if len(node.input) > 3 else ""
-            if scales and not sizes:
-                problems.append(f"{node.name}: Resize by scales instead of sizes")
-        elif node.op_type == "Pad":
-            pads = constants.get(node.input[1]) if len(node.input) > 1 else None
-            if pads is None:
-                problems.append(f"{node.name}: Pad with shape-dependent pads")
-            elif attrs.get("mode", b"constant") == b"reflect" and pads.max() >= min_input_side:
-                problems.append(
-                    f"{node.name}: reflect pad {int(pads.max())} reaches the minimum input "
-                    f"side {min_input_side}"
-                )
-    return problems
-
-
 def io_problems(model: onnx.ModelProto, outputs: list[str]) -> list[str]:
     """The graph's I/O against the contract: ``image`` uint8 N x H x W x 3 in, the metadata's
     outputs out, ``bokeh`` uint8 and ``weights`` float32."""
@@ -241,9 +199,10 @@ def run_checks(
     )
     report.add("graph I/O", io_problems(model, json.loads(metadata["dbsi.outputs"])))
     report.add(
-        "TensorRT graph rules",
-        static_graph_problems(model, int(metadata["dbsi.min_input_side"])),
-        f"opset >= {MIN_OPSET}, no antialias, resize by sizes, constant pads",
+        "TensorRT parser rules",
+        tensorrt_problems(model, int(metadata["dbsi.min_input_side"])),
+        "UINT8 only at the I/O through Casts, supported ops and types, Resize by sizes, "
+        "constant pads and axes, zero points 0",
     )
     photos = check_photos() if photos is None else photos
     try:

@@ -151,7 +151,7 @@ def onnx_command(
     "photos but its pixels are not judged.",
 )
 def check_command(model: Path, checkpoint: Path | None) -> None:
-    """Re-run the export checks on MODEL (checker, shape inference, TensorRT graph rules, ONNX
+    """Re-run the export checks on MODEL (checker, shape inference, TensorRT parser rules, ONNX
     Runtime against the PyTorch render of CHECKPOINT on real photos)."""
     from dbsi.export.checks import CheckFailed, check_photos, run_checks
     from dbsi.export.metadata import read_metadata, render_config

@@ -35,13 +35,40 @@ class PixelsToBokeh(nn.Module):
         self.with_weights = with_weights
 
     def forward(self, image: torch.Tensor):
-        rgb = image.permute(0, 3, 1, 2).flip(1).float() / 255.0
+        # Cast first and last: TensorRT accepts UINT8 only as a network input that feeds a Cast
+        # and as a network output that a Cast produces, so every transpose, channel flip and
+        # rounding happens on float tensors (see dbsi.export.tensorrt_rules). Flips and
+        # transposes commute with the casts: the pixels are the same either way.
+        rgb = image.float().permute(0, 3, 1, 2).flip(1) / 255.0
         bokeh, weights = self.renderer(rgb)
-        pixels = (bokeh.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
-        pixels = pixels.flip(1).permute(0, 2, 3, 1)
+        levels = (bokeh.clamp(0.0, 1.0) * 255.0).round().flip(1).permute(0, 2, 3, 1)
+        pixels = levels.to(torch.uint8)
         if self.with_weights:
             return pixels, weights
         return pixels
+
+
+def read_shapes_after_cast(model: onnx.ModelProto) -> int:
+    """Point every ``Shape`` node that reads the uint8 input at the input's ``Cast`` instead
+    (same dimensions): the exporter reads the symbolic sizes off the graph input, and TensorRT
+    lets a UINT8 input feed nothing but a Cast. Returns how many nodes changed; ValueError when
+    the input feeds no Cast."""
+    graph = model.graph
+    casts = [n for n in graph.node if n.op_type == "Cast" and n.input[0] == INPUT_NAME]
+    if not casts:
+        raise ValueError(f"the graph's input '{INPUT_NAME}' feeds no Cast node")
+    changed = 0
+    for node in graph.node:
+        if node.op_type == "Shape" and node.input[0] == INPUT_NAME:
+            node.input[0] = casts[0].output[0]
+            changed += 1
+    # The Cast reads only the graph input: moved first, it precedes its new readers, keeping
+    # the node list topologically sorted as ONNX requires.
+    first = onnx.NodeProto()
+    first.CopyFrom(casts[0])
+    graph.node.remove(casts[0])
+    graph.node.insert(0, first)
+    return changed
 
 
 def trace_onnx(renderer: BokehRenderer, *, with_weights: bool = False) -> onnx.ModelProto:
@@ -75,7 +102,9 @@ def trace_onnx(renderer: BokehRenderer, *, with_weights: bool = False) -> onnx.M
             )
     finally:
         registration_log.setLevel(level)
-    return program.model_proto
+    model = program.model_proto
+    read_shapes_after_cast(model)
+    return model
 
 
 def output_names(with_weights: bool) -> list[str]:

@@ -16,6 +16,7 @@ from dbsi.export.cli import main
 from dbsi.export.fp16 import convert_to_fp16
 from dbsi.export.metadata import read_metadata, render_config
 from dbsi.export.parity import PARITY_THRESHOLDS
+from dbsi.export.tensorrt_rules import tensorrt_problems
 from dbsi.runtime.provenance import file_sha256, toolkit_version
 from dbsi.train.checkpoint import load_renderer, read_checkpoint
 from tests.export_helpers import make_checkpoint
@@ -186,6 +187,22 @@ def test_a_render_mode_chosen_at_export_is_in_the_graph_and_checks_pass(
     assert render_config(read_metadata(path))["mode"] == chosen
     result = invoke("check", path, "--checkpoint", tiny_checkpoint)
     assert result.exit_code == 0, result.output
+
+
+def test_every_export_variant_keeps_the_tensorrt_parser_rules(
+    export_dir, tiny_checkpoint, tiny_fp32, tiny_fp16, full_fp32, full_fp16_report
+):
+    fullres = export_dir / "tiny-fullres-rules.onnx"
+    assert_exported(invoke("onnx", tiny_checkpoint, "-o", fullres, "--mode", "fullres"), fullres)
+    variants = [tiny_fp32[1], tiny_fp16[1], full_fp32[1], full_fp16_report[1], fullres]
+    for path in variants:
+        model = onnx.load(str(path))
+        min_side = int(read_metadata(path)["dbsi.min_input_side"])
+        assert tensorrt_problems(model, min_side) == [], path.name
+        # Cast first and last: the uint8 input feeds one Cast, the uint8 output comes from one.
+        readers = [n.op_type for n in model.graph.node if "image" in n.input]
+        makers = [n.op_type for n in model.graph.node if "bokeh" in n.output]
+        assert (readers, makers) == (["Cast"], ["Cast"]), path.name
 
 
 def test_an_unknown_render_mode_is_refused_with_exit_2(export_dir, tiny_checkpoint):
