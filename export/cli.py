@@ -15,7 +15,8 @@ from typing import NoReturn
 
 import click
 
-from dbsi.export.engine import DEFAULT_MAX_SHAPE, DEFAULT_OPT_SHAPE, DEFAULT_WORKSPACE_GIB
+from dbsi.export.engine import DEFAULT_WORKSPACE_GIB
+from dbsi.runtime.profile import DEFAULT_MAX_SHAPE, DEFAULT_OPT_SHAPE, build_profile, parse_shape
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -25,8 +26,6 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 
 def shape_option(text: str | None) -> tuple[int, ...] | None:
-    from dbsi.export.engine import parse_shape
-
     if text is None:
         return None
     try:
@@ -211,8 +210,9 @@ def check_command(model: Path, checkpoint: Path | None) -> None:
 @click.option(
     "--timing-cache",
     type=click.Path(path_type=Path),
-    help="Timing cache file, read if present and updated after the build "
-    "[default: tensorrt.timing-cache next to OUTPUT].",
+    help="Timing cache file, read if present (one from another GPU or TensorRT version is "
+    "replaced by a fresh one) and updated after the build [default: "
+    "tensorrt-<version>-sm<capability>.timing-cache next to OUTPUT].",
 )
 @click.option(
     "--tf32/--no-tf32",
@@ -241,7 +241,7 @@ def engine_command(
         BuildFailed,
         EnvironmentProblem,
         build_engine,
-        build_profile,
+        default_timing_cache,
         require_tensorrt_and_gpu,
     )
     from dbsi.export.metadata import read_metadata
@@ -249,12 +249,12 @@ def engine_command(
     shapes = shape_option(min_shape), shape_option(opt_shape), shape_option(max_shape)
     try:
         profile = build_profile(read_metadata(model), *shapes)
-        require_tensorrt_and_gpu()
+        trt, gpu = require_tensorrt_and_gpu()
     except ValueError as exc:
         fail(str(exc))
     except EnvironmentProblem as exc:
         fail(f"cannot build a TensorRT engine here: {exc}")
-    cache = timing_cache or output.parent / "tensorrt.timing-cache"
+    cache = timing_cache or default_timing_cache(output, trt.__version__, gpu["compute_capability"])
     click.echo(f"building {output} from {model} (profile {json.dumps(profile)}) ...")
     try:
         sidecar = build_engine(
@@ -265,6 +265,7 @@ def engine_command(
             timing_cache=cache,
             tf32=tf32,
             version_compatible=version_compatible,
+            log=click.echo,
         )
     except BuildFailed as exc:
         fail(str(exc), code=1)
@@ -288,7 +289,7 @@ def info_command(file: Path, as_json: bool) -> None:
     try:
         if file.suffix in (".engine", ".plan", ".trt", ".json"):
             # For display: the engine file itself is not needed, so its hash is not checked.
-            info = read_sidecar(file, verify_engine=False)
+            info = read_sidecar(file)
         else:
             info = read_metadata(file)
     except (ValueError, BackendError) as exc:

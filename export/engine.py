@@ -13,6 +13,7 @@ import datetime
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +22,18 @@ from dbsi.runtime.atomic import atomic_write_bytes, atomic_write_text
 from dbsi.runtime.backend import BackendError
 from dbsi.runtime.contract import INPUT_NAME
 from dbsi.runtime.cuda_device import INSTALL_HINT, import_cudart, local_gpu
+from dbsi.runtime.profile import Profile
 from dbsi.runtime.provenance import file_sha256, toolkit_version
 
 # The sidecar's reader (the runtime's TensorRT backend) defines its name and format; the GPU
 # query is the one it compares the sidecar with.
-from dbsi.runtime.tensorrt_backend import SIDECAR_FORMAT, SIDECAR_FORMAT_VERSION, sidecar_path
+from dbsi.runtime.tensorrt_backend import (
+    SIDECAR_FORMAT,
+    SIDECAR_FORMAT_VERSION,
+    sidecar_path,
+    version_tuple,
+)
 
-# Defaults cover single EBB!-sized photos best and batches of up to 4 HD frames (1920x1080 in
-# either orientation); the minimum comes from the ONNX's metadata.
-DEFAULT_OPT_SHAPE = (1, 1024, 1536, 3)
-DEFAULT_MAX_SHAPE = (4, 2048, 2048, 3)
 DEFAULT_WORKSPACE_GIB = 4.0
 
 
@@ -40,57 +43,6 @@ class EnvironmentProblem(RuntimeError):
 
 class BuildFailed(RuntimeError):
     """TensorRT could not parse the ONNX or build the engine."""
-
-
-def parse_shape(text: str) -> tuple[int, int, int, int]:
-    """``"NxHxWx3"`` -> (N, H, W, 3); ValueError on anything else."""
-    try:
-        dims = tuple(int(part) for part in text.lower().split("x"))
-    except ValueError:
-        dims = ()
-    if len(dims) != 4 or dims[3] != 3 or min(dims) < 1:
-        raise ValueError(
-            f"shape {text!r} is not NxHxWx3 with positive N, H, W (e.g. 1x1024x1536x3)"
-        )
-    return dims  # type: ignore[return-value]
-
-
-def build_profile(
-    metadata: dict[str, str],
-    min_shape: tuple[int, ...] | None = None,
-    opt_shape: tuple[int, ...] | None = None,
-    max_shape: tuple[int, ...] | None = None,
-) -> dict[str, list[int]]:
-    """The optimisation profile for ``image``: the given shapes, defaults for the rest, checked
-    against the ONNX's input limits; ValueError says what is wrong.
-
-    Defaults give way to given shapes per dimension: a default min or opt never exceeds a
-    given max (so ``--max-shape 2x512x512x3`` alone works), a default max never falls below a
-    given min or opt."""
-    smallest = int(metadata["dbsi.min_input_side"])
-    largest = int(metadata["dbsi.max_input_side"])
-    given = {"min": min_shape, "opt": opt_shape, "max": max_shape}
-    caps = [s for s in (opt_shape, max_shape) if s]
-    floors = [s for s in (min_shape, opt_shape) if s]
-    low = list(
-        min_shape
-        or [min([d, *(s[i] for s in caps)]) for i, d in enumerate((1, smallest, smallest, 3))]
-    )
-    high = list(
-        max_shape or [max([d, *(s[i] for s in floors)]) for i, d in enumerate(DEFAULT_MAX_SHAPE)]
-    )
-    mid = list(opt_shape or [min(max(d, low[i]), high[i]) for i, d in enumerate(DEFAULT_OPT_SHAPE)])
-    profile = {"min": low, "opt": mid, "max": high}
-    for name, shape in profile.items():
-        if not smallest <= min(shape[1:3]) or max(shape[1:3]) > largest:
-            origin = "" if given[name] else " (default, from the shapes given)"
-            raise ValueError(
-                f"{name} shape {shape}{origin}: height and width must lie in "
-                f"[{smallest}, {largest}]"
-            )
-    if not all(a <= b <= c for a, b, c in zip(low, mid, high)):
-        raise ValueError(f"profile needs min <= opt <= max in every dimension, got {profile}")
-    return profile
 
 
 def require_tensorrt_and_gpu() -> tuple[Any, dict[str, str]]:
@@ -110,8 +62,19 @@ def require_tensorrt_and_gpu() -> tuple[Any, dict[str, str]]:
     return trt, {"gpu_name": gpu_name, "compute_capability": capability}
 
 
+def network_flags(trt: Any) -> int:
+    """``create_network`` flags for a strongly typed network (precision from the ONNX's types).
+
+    TensorRT 10.12+ needs ``STRONGLY_TYPED``; TensorRT 11 makes every network strongly typed and
+    deprecates the flag, "retained for API compatibility but is ignored" (NvInfer.h v11.1,
+    NetworkDefinitionCreationFlag), with its bit moved from 1 to 0: no flag there."""
+    if version_tuple(trt.__version__)[:1] >= (11,):
+        return 0
+    return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+
+
 def _parse_onnx(trt: Any, builder: Any, logger: Any, onnx_path: Path) -> tuple[Any, Any]:
-    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    network = builder.create_network(network_flags(trt))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
@@ -120,15 +83,51 @@ def _parse_onnx(trt: Any, builder: Any, logger: Any, onnx_path: Path) -> tuple[A
     return network, parser
 
 
+def default_timing_cache(engine_path: Path, tensorrt_version: str, capability: str) -> Path:
+    """``tensorrt-<version>-sm<capability>.timing-cache`` next to the engine: a timing cache
+    holds no readable record of the GPU or TensorRT that made it, so the name carries both."""
+    return engine_path.parent / f"tensorrt-{tensorrt_version}-sm{capability}.timing-cache"
+
+
+def attach_timing_cache(
+    config: Any, cached: bytes, source: str, log: Callable[[str], None]
+) -> tuple[Any, bool]:
+    """Give ``config`` the timing cache in ``cached``, or a fresh one when that cache came from
+    another GPU or TensorRT version or is damaged (said in one line through ``log``; never
+    fatal). Returns ``(cache, loaded)``; the config keeps only a pointer, so hold the cache.
+
+    ``set_timing_cache(cache, ignore_mismatch=False)``: a cache whose device properties differ
+    is refused with False ("A failure will be reported if the CUDA device property in the
+    provided cache is different from current environment"; ``ignore_mismatch=True`` would
+    accept it and "may lead to functional/performance bugs": NvInfer.h, setTimingCache). A
+    foreign or damaged blob can also fail in ``create_timing_cache`` (NVIDIA/TensorRT#3566)."""
+    if cached:
+        try:
+            cache = config.create_timing_cache(cached)
+        except Exception:  # the bindings raise whatever the C++ side reports
+            cache = None
+        if cache is not None and config.set_timing_cache(cache, False):
+            return cache, True
+        log(
+            f"{source}: timing cache from another GPU or TensorRT version, or damaged: "
+            "starting a fresh one"
+        )
+    cache = config.create_timing_cache(b"")
+    if cache is None or not config.set_timing_cache(cache, False):
+        raise BuildFailed(f"{source}: TensorRT could not attach an empty timing cache")
+    return cache, False
+
+
 def build_engine(
     onnx_path: str | Path,
     engine_path: str | Path,
     *,
-    profile: dict[str, list[int]],
+    profile: Profile,
     workspace_bytes: int,
     timing_cache: str | Path | None,
     tf32: bool = False,
     version_compatible: bool = False,
+    log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Build ``engine_path`` and ``<engine_path>.json`` from the ONNX at ``onnx_path``;
     returns the sidecar. Raises ``EnvironmentProblem`` (nothing can be built here),
@@ -153,13 +152,13 @@ def build_engine(
         raise BuildFailed(f"{onnx_path}: TensorRT refused the optimisation profile {profile}")
     cache_path = Path(timing_cache) if timing_cache else None
     cached = cache_path.read_bytes() if cache_path and cache_path.is_file() else b""
-    # Held in a local: the config keeps only a pointer to it. True: a cache from another GPU or
-    # TensorRT version is ignored instead of failing the build.
-    cache = config.create_timing_cache(cached)
-    if cache is None or not config.set_timing_cache(cache, True):
-        raise BuildFailed(f"{cache_path or 'timing cache'}: TensorRT could not use it")
+    # Held until the build ends: the config keeps only a pointer to the cache.
+    timing_cache_held, cache_loaded = attach_timing_cache(
+        config, cached, str(cache_path or "timing cache"), log
+    )
 
     serialized = builder.build_serialized_network(network, config)
+    del timing_cache_held
     if serialized is None:
         raise BuildFailed(f"{onnx_path}: TensorRT failed to build the engine (see its log above)")
     engine_bytes = bytes(serialized)
@@ -176,7 +175,7 @@ def build_engine(
         "tf32": tf32,
         "profile": profile,
         "workspace_bytes": int(workspace_bytes),
-        "timing_cache_bytes_loaded": len(cached),
+        "timing_cache_bytes_loaded": len(cached) if cache_loaded else 0,
         "version_compatible": version_compatible,
         "onnx_sha256": file_sha256(onnx_path),
         "engine_sha256": hashlib.sha256(engine_bytes).hexdigest(),

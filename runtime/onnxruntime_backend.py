@@ -14,6 +14,8 @@ import numpy as np
 
 from dbsi.runtime.backend import Backend, BackendError, check_dbsi_metadata, describe_shape_problem
 from dbsi.runtime.contract import INPUT_NAME, MAX_BATCH, OUTPUT_NAME
+from dbsi.runtime.profile import Profile, build_profile, ort_profile_options
+from dbsi.runtime.provenance import file_sha256
 
 PROVIDERS = {
     "tensorrt": "TensorrtExecutionProvider",
@@ -35,18 +37,44 @@ def _import_onnxruntime():
     return onnxruntime
 
 
-def _trt_cache_dir() -> str:
-    """Where the TensorRT execution provider keeps the engines it builds, so that a second run
-    does not rebuild them."""
+def tensorrt_cache_root() -> Path:
+    """Where the TensorRT execution provider keeps its engines and timing cache, so that a
+    second run does not rebuild them."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    path = os.path.join(base, "dbsi-bokeh", "ort-tensorrt")
-    os.makedirs(path, exist_ok=True)
-    return path
+    return Path(base) / "dbsi-bokeh" / "ort-tensorrt"
 
 
-def provider_chain(provider: str | None, available: Sequence[str]) -> list:
-    """The provider list to hand to ``InferenceSession``: the chosen one first, then the
-    cheaper ones as fallbacks for nodes it cannot run."""
+def tensorrt_provider_options(
+    model_sha256: str, ort_version: str, precision: str, profile: Profile
+) -> dict[str, object]:
+    """Options for ONNX Runtime's TensorRT provider running one DBSI graph.
+
+    - Engines go to a folder named by the ONNX file's sha256 and the ONNX Runtime version: the
+      provider's own cache key covers the model's file name and tensor names but not its
+      weights (``TRTGenerateId`` in onnxruntime's tensorrt_execution_provider_utils.h), so a
+      re-export to the same path would otherwise load the old engine. The provider adds the
+      TensorRT and CUDA versions to its key and the GPU's compute capability to the file name.
+    - One explicit profile, the one ``bokeh-export engine`` defaults to: without it the
+      provider builds a new engine for each new photo size; with it, a size outside the
+      profile is an error (``accepts`` reports it per picture instead).
+    - The timing cache is shared by every model (its file name carries the compute capability).
+    - FP16 only for a graph exported as fp16: an fp32 graph stays fp32.
+    """
+    root = tensorrt_cache_root()
+    engines = root / f"{model_sha256[:16]}-ort{ort_version}"
+    engines.mkdir(parents=True, exist_ok=True)
+    return {
+        "trt_engine_cache_enable": True,
+        "trt_engine_cache_path": str(engines),
+        "trt_timing_cache_enable": True,
+        "trt_timing_cache_path": str(root),
+        "trt_fp16_enable": precision == "fp16",
+        **ort_profile_options(profile),
+    }
+
+
+def resolve_provider(provider: str | None, available: Sequence[str]) -> str:
+    """The provider to run on: ``provider``, or the fastest available for None."""
     if provider is None:
         provider = next(p for p in AUTO_ORDER if PROVIDERS[p] in available)
     if provider not in PROVIDERS:
@@ -57,21 +85,38 @@ def provider_chain(provider: str | None, available: Sequence[str]) -> list:
             f"provider {provider!r} is not available in this onnxruntime (available: {names}); "
             "GPU providers need onnxruntime-gpu and a CUDA driver"
         )
-    chain = list(AUTO_ORDER[AUTO_ORDER.index(provider) :])
-    entries: list = []
-    for name in chain:
-        if PROVIDERS[name] not in available:
-            continue
-        if name == "tensorrt":
-            entries.append(
-                (
-                    PROVIDERS[name],
-                    {"trt_engine_cache_enable": True, "trt_engine_cache_path": _trt_cache_dir()},
-                )
-            )
-        else:
-            entries.append(PROVIDERS[name])
-    return entries
+    return provider
+
+
+def provider_chain(
+    provider: str, available: Sequence[str], tensorrt_options: dict | None = None
+) -> list:
+    """The provider list to hand to ``InferenceSession``: ``provider`` first, then the cheaper
+    available ones as fallbacks for nodes it cannot run; TensorRT gets ``tensorrt_options``."""
+    names = AUTO_ORDER[AUTO_ORDER.index(provider) :]
+    return [
+        (PROVIDERS[name], tensorrt_options or {}) if name == "tensorrt" else PROVIDERS[name]
+        for name in names
+        if PROVIDERS[name] in available
+    ]
+
+
+def _load_error(path: Path, exc: Exception) -> BackendError:
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return BackendError(f"{path}: ONNX Runtime cannot load it ({type(exc).__name__}: {first_line})")
+
+
+def _graph_metadata(ort, path: Path) -> dict[str, str]:
+    """The graph's ``dbsi.*`` metadata before the real session exists (the TensorRT provider's
+    options depend on it): a CPU session without graph optimisations, which only loads."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    try:
+        probe = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types per failure
+        raise _load_error(path, exc) from exc
+    return check_dbsi_metadata(dict(probe.get_modelmeta().custom_metadata_map), str(path))
 
 
 class OnnxRuntimeBackend(Backend):
@@ -80,16 +125,24 @@ class OnnxRuntimeBackend(Backend):
     def __init__(self, path: str | Path, provider: str | None = None) -> None:
         ort = _import_onnxruntime()
         self.path = Path(path)
-        chain = provider_chain(provider, ort.get_available_providers())
-        options = ort.SessionOptions()
-        options.log_severity_level = 3  # errors only: provider notices would drown the report
+        available = ort.get_available_providers()
+        chosen = resolve_provider(provider, available)
+        self._profile: Profile | None = None
+        tensorrt_options = None
+        if chosen == "tensorrt":
+            metadata = _graph_metadata(ort, self.path)
+            self._profile = build_profile(metadata)
+            tensorrt_options = tensorrt_provider_options(
+                file_sha256(self.path), ort.__version__, metadata["dbsi.precision"], self._profile
+            )
+        chain = provider_chain(chosen, available, tensorrt_options)
+        session_options = ort.SessionOptions()
+        # Errors only: provider notices would drown the report.
+        session_options.log_severity_level = 3
         try:
-            self._session = ort.InferenceSession(str(self.path), options, providers=chain)
+            self._session = ort.InferenceSession(str(self.path), session_options, providers=chain)
         except Exception as exc:  # onnxruntime raises its own exception types per failure
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise BackendError(
-                f"{self.path}: ONNX Runtime cannot load it ({type(exc).__name__}: {first_line})"
-            ) from exc
+            raise _load_error(self.path, exc) from exc
         meta = self._session.get_modelmeta().custom_metadata_map
         self.metadata = check_dbsi_metadata(dict(meta), str(self.path))
         inputs = self._session.get_inputs()
@@ -116,7 +169,17 @@ class OnnxRuntimeBackend(Backend):
     def device(self) -> str:
         return "CPU" if self._provider == "cpu" else "CUDA GPU"
 
+    @property
+    def max_batch(self) -> int:
+        if self._provider == "tensorrt" and self._profile is not None:
+            return self._profile["max"][0]
+        return MAX_BATCH
+
     def accepts(self, shape: Sequence[int]) -> str | None:
+        if self._provider == "tensorrt" and self._profile is not None:
+            low, high = self._profile["min"], self._profile["max"]
+            reason = describe_shape_problem(shape, low[:3], high[:3])
+            return None if reason is None else f"{reason} of the TensorRT provider's profile"
         return describe_shape_problem(
             shape,
             (1, self._min_side, self._min_side),

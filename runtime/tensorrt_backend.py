@@ -14,8 +14,10 @@ largest batch seen, ``set_input_shape`` / ``get_tensor_shape`` / ``set_tensor_ad
 from __future__ import annotations
 
 import ctypes
+import itertools
 import json
 from collections.abc import Sequence
+from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,6 @@ import numpy as np
 from dbsi.runtime.backend import Backend, BackendError, check_dbsi_metadata, describe_shape_problem
 from dbsi.runtime.contract import INPUT_NAME
 from dbsi.runtime.cuda_device import CudaError, cuda_call, import_cudart, local_gpu
-from dbsi.runtime.provenance import file_sha256
 
 SIDECAR_FORMAT = "dbsi-engine-sidecar"
 SIDECAR_FORMAT_VERSION = 1
@@ -45,14 +46,15 @@ def sidecar_path(engine_path: str | Path) -> Path:
     return engine_path.with_name(engine_path.name + ".json")
 
 
-def read_sidecar(path: str | Path, verify_engine: bool = True) -> dict[str, Any]:
+def read_sidecar(path: str | Path, engine_bytes: bytes | None = None) -> dict[str, Any]:
     """Load and check the sidecar of an engine; BackendError naming the file otherwise.
 
-    ``path`` is the engine (or, with ``verify_engine=False``, the sidecar itself). With
-    ``verify_engine`` the engine's sha256 must be the one the sidecar records; without it (for
-    display, ``bokeh-export info``) the engine file need not be there."""
+    ``path`` is the engine, or its sidecar when only the sidecar is wanted. With
+    ``engine_bytes`` (the engine file as the caller read it, once, to deserialize those same
+    bytes) their sha256 must be the one the sidecar records; without them (for display,
+    ``bokeh-export info``) the engine file need not be there."""
     path = Path(path)
-    if not verify_engine and path.suffix == ".json":
+    if engine_bytes is None and path.suffix == ".json":
         json_path, engine_path = path, path.with_name(path.name[: -len(".json")])
     else:
         json_path, engine_path = sidecar_path(path), path
@@ -84,7 +86,7 @@ def read_sidecar(path: str | Path, verify_engine: bool = True) -> dict[str, Any]
                 raise ValueError(f"profile {key} {profile[key]} is not N x H x W x 3")
     except (KeyError, TypeError, ValueError) as exc:
         raise BackendError(f"{json_path}: bad optimisation profile ({exc})") from exc
-    if verify_engine and file_sha256(engine_path) != sidecar["engine_sha256"]:
+    if engine_bytes is not None and sha256(engine_bytes).hexdigest() != sidecar["engine_sha256"]:
         raise BackendError(
             f"{engine_path}: its sha256 differs from the one in {json_path.name}; the engine and "
             "the sidecar do not belong together"
@@ -136,6 +138,37 @@ class _PinnedBuffer:
             raise errors[0]
 
 
+def version_tuple(version: str) -> tuple[int, ...]:
+    """``"10.14.1.48"`` -> (10, 14, 1, 48): the leading numeric parts of a version string."""
+    parts = []
+    for part in str(version).split("."):
+        digits = "".join(itertools.takewhile(str.isdigit, part))
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
+def tensorrt_version_problem(built: str, installed: str, version_compatible: bool) -> str | None:
+    """Why an engine built by TensorRT ``built`` cannot load in TensorRT ``installed``, or None.
+
+    An engine loads only in the TensorRT that built it; a version-compatible one also in later
+    versions, never in an older one ("engines built with newer versions do not work with older
+    runtimes": NVIDIA, TensorRT 11.1 developer guide, Engine Compatibility). Asked before
+    deserializing: an incompatible plan gives only None and a log line from TensorRT."""
+    if version_tuple(built)[:3] > version_tuple(installed)[:3]:
+        return (
+            f"built with TensorRT {built}, newer than the installed TensorRT {installed}; an "
+            "engine never loads in an older TensorRT: upgrade TensorRT or rebuild the engine here"
+        )
+    if built != installed and not version_compatible:
+        return (
+            f"built with TensorRT {built}, this machine has TensorRT {installed}; rebuild the "
+            "engine here"
+        )
+    return None
+
+
 class TensorRTBackend(Backend):
     """A DBSI TensorRT engine, checked against its sidecar and this machine."""
 
@@ -143,7 +176,14 @@ class TensorRTBackend(Backend):
 
     def __init__(self, path: str | Path, allow_host_code: bool = False) -> None:
         self.path = Path(path)
-        self.sidecar = read_sidecar(self.path)
+        self._buffers: dict[str, _PinnedBuffer] | None = None
+        self._stream = None
+        # Read once: the bytes whose hash the sidecar vouches for are the bytes deserialized.
+        try:
+            engine_bytes = self.path.read_bytes()
+        except OSError as exc:
+            raise BackendError(f"{self.path}: cannot read the engine ({exc.strerror})") from exc
+        self.sidecar = read_sidecar(self.path, engine_bytes)
         self.metadata = check_dbsi_metadata(dict(self.sidecar["onnx_metadata"]), str(self.path))
         version_compatible = bool(self.sidecar["version_compatible"])
         if version_compatible and not allow_host_code:
@@ -175,17 +215,17 @@ class TensorRTBackend(Backend):
                 "tensorrt is not installed (see the README's TensorRT install section); the "
                 "tensorrt backend needs it"
             ) from exc
-        if trt.__version__ != self.sidecar["tensorrt_version"] and not version_compatible:
-            raise BackendError(
-                f"{self.path}: built with TensorRT {self.sidecar['tensorrt_version']}, this "
-                f"machine has TensorRT {trt.__version__}; rebuild the engine here"
-            )
+        problem = tensorrt_version_problem(
+            str(self.sidecar["tensorrt_version"]), trt.__version__, version_compatible
+        )
+        if problem is not None:
+            raise BackendError(f"{self.path}: {problem}")
         self._trt = trt
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
         if version_compatible:
             self._runtime.engine_host_code_allowed = True
-        self._engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
+        self._engine = self._runtime.deserialize_cuda_engine(engine_bytes)
         if self._engine is None:
             raise BackendError(f"{self.path}: TensorRT could not deserialize the engine")
         self._context = self._engine.create_execution_context()
@@ -272,12 +312,25 @@ class TensorRTBackend(Backend):
         }
 
     def close(self) -> None:
-        if getattr(self, "_buffers", None) is None:
-            return
-        for buffer in self._buffers.values():
-            buffer.free()
-        cuda_call(self._cudart, self._cudart.cudaStreamDestroy(self._stream), "cudaStreamDestroy")
-        self._buffers = None
-        self._context = None
-        self._engine = None
-        self._runtime = None
+        """Release the engine, then free every buffer and the stream, even when one release
+        fails; the first failure is raised once everything was tried."""
+        buffers, stream = self._buffers, self._stream
+        self._buffers, self._stream = None, None
+        self._context = self._engine = self._runtime = None
+        errors: list[Exception] = []
+        try:
+            for buffer in (buffers or {}).values():
+                try:
+                    buffer.free()
+                except CudaError as exc:
+                    errors.append(exc)
+        finally:
+            if stream is not None:
+                try:
+                    cuda_call(
+                        self._cudart, self._cudart.cudaStreamDestroy(stream), "cudaStreamDestroy"
+                    )
+                except CudaError as exc:
+                    errors.append(exc)
+        if errors:
+            raise errors[0]

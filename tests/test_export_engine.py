@@ -11,17 +11,10 @@ from click.testing import CliRunner
 
 from dbsi.export.checks import check_photos, onnx_session
 from dbsi.export.cli import main
-from dbsi.export.engine import (
-    DEFAULT_MAX_SHAPE,
-    DEFAULT_OPT_SHAPE,
-    EnvironmentProblem,
-    build_engine,
-    build_profile,
-    parse_shape,
-    require_tensorrt_and_gpu,
-)
+from dbsi.export.engine import EnvironmentProblem, build_engine, require_tensorrt_and_gpu
 from dbsi.export.metadata import build_metadata, set_metadata
 from dbsi.export.parity import parity_failures, parity_stats
+from dbsi.runtime.profile import DEFAULT_MAX_SHAPE, DEFAULT_OPT_SHAPE, build_profile, parse_shape
 from tests.export_helpers import foreign_onnx
 
 
@@ -246,3 +239,12 @@ def test_engine_command_builds_with_the_given_profile(tiny_onnx, tmp_path):
     sidecar = json.loads((tmp_path / "cli.engine.json").read_text())
     assert sidecar["profile"]["max"] == [2, 512, 512, 3]
     assert (tmp_path / "cache").is_file()
+
+
+@needs_gpu
+def test_a_timing_cache_that_is_not_this_gpus_is_replaced_by_a_fresh_one(tiny_onnx, tmp_path):
+    cache = tmp_path / "timing.cache"
+    cache.write_bytes(b"not a timing cache of this GPU")
+    sidecar = build(tiny_onnx[0], tmp_path / "a.engine", cache)
+    assert sidecar["timing_cache_bytes_loaded"] == 0
+    assert cache.read_bytes() not in (b"", b"not a timing cache of this GPU")

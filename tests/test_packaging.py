@@ -51,3 +51,30 @@ def test_console_scripts_are_declared(wheel):
         )
     for command in ("bokeh-train", "bokeh-export", "bokeh-run", "bokeh-bench"):
         assert f"{command} = dbsi." in entry_points
+
+
+def requirements_of(wheel: Path, extra: str) -> dict[str, str]:
+    with zipfile.ZipFile(wheel) as archive:
+        text = next(archive.read(n).decode() for n in archive.namelist() if n.endswith("METADATA"))
+    marker = f'; extra == "{extra}"'
+    found = {}
+    for line in text.splitlines():
+        if line.startswith("Requires-Dist: ") and line.endswith(marker):
+            spec = line[len("Requires-Dist: ") : -len(marker)].replace(" ", "")
+            name = spec.split("<")[0].split(">")[0].split("=")[0]
+            found[name] = spec[len(name) :]
+    return found
+
+
+@pytest.mark.parametrize(
+    ("extra", "cuda_python", "tensorrt", "onnxruntime_gpu"),
+    [
+        ("gpu", "<13,>=12.6.1", ("tensorrt-cu12", "<11,>=10.12"), "<1.27,>=1.20"),
+        ("gpu-cu13", "<14,>=13", ("tensorrt-cu13", "<11,>=10.13.2"), ">=1.27"),
+    ],
+)
+def test_each_gpu_extra_pins_one_cuda_major(wheel, extra, cuda_python, tensorrt, onnxruntime_gpu):
+    requirements = requirements_of(wheel, extra)
+    assert requirements["cuda-python"] == cuda_python
+    assert requirements[tensorrt[0]] == tensorrt[1]
+    assert requirements["onnxruntime-gpu"] == onnxruntime_gpu

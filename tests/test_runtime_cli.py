@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
 import time
-import types
 from pathlib import Path
 
 import cv2
@@ -19,7 +17,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from dbsi.runtime.backend import BackendError, describe_shape_problem, open_backend
+from dbsi.runtime.backend import describe_shape_problem, open_backend
 from dbsi.runtime.cli import main
 from dbsi.runtime.onnxruntime_backend import OnnxRuntimeBackend
 from dbsi.runtime.weight_maps import colour_weights
@@ -390,145 +388,3 @@ def test_a_batch_beyond_the_backends_limits_renders_every_picture(
     assert sorted(backend.batches) == [2, 2, 3]
     for name, bgr in pictures.items():
         assert_fp32_parity(tiny_model.reference(bgr)[0], read(tmp_path / "out" / name), name)
-
-
-# --- TensorRT: what a machine without a GPU can check (the GPU tests live in
-# test_runtime_tensorrt.py and skip here with the reason) ---
-
-
-def fake_engine(tmp_path: Path, metadata: dict[str, str], **sidecar_changes: object) -> Path:
-    """Bytes that are not an engine, with a sidecar describing them as bokeh-export would."""
-    import hashlib
-
-    engine = tmp_path / "model.engine"
-    engine.write_bytes(b"serialized engine bytes")
-    sidecar = {
-        "format": "dbsi-engine-sidecar",
-        "format_version": 1,
-        "tensorrt_version": "10.14.1",
-        "gpu_name": "NVIDIA H100 80GB HBM3",
-        "compute_capability": "9.0",
-        "precision": "fp32",
-        "tf32": False,
-        "profile": {"min": [1, 38, 38, 3], "opt": [1, 768, 1024, 3], "max": [4, 2048, 2048, 3]},
-        "version_compatible": False,
-        "onnx_sha256": "0" * 64,
-        "engine_sha256": hashlib.sha256(engine.read_bytes()).hexdigest(),
-        "onnx_metadata": metadata,
-        **sidecar_changes,
-    }
-    (tmp_path / "model.engine.json").write_text(json.dumps(sidecar), encoding="utf-8")
-    return engine
-
-
-def test_engine_without_sidecar_is_refused_with_exit_2(tmp_path):
-    engine = tmp_path / "model.engine"
-    engine.write_bytes(b"serialized engine bytes")
-    write(tmp_path / "a.png", generated(64, 64, 15))
-    code, output = run_cli(engine, tmp_path / "a.png", "--out", tmp_path / "out")
-    assert code == 2 and "no sidecar model.engine.json" in output
-
-
-def test_version_compatible_engine_needs_allow_host_code(tiny_model, tmp_path):
-    engine = fake_engine(tmp_path, tiny_model.metadata, version_compatible=True)
-    write(tmp_path / "a.png", generated(64, 64, 16))
-    code, output = run_cli(engine, tmp_path / "a.png", "--out", tmp_path / "out")
-    assert code == 2 and "--allow-host-code" in output
-
-
-def test_engine_whose_sidecar_lacks_its_hash_is_refused(tiny_model, tmp_path):
-    engine = fake_engine(tmp_path, tiny_model.metadata)
-    sidecar_file = tmp_path / "model.engine.json"
-    sidecar = json.loads(sidecar_file.read_text())
-    del sidecar["engine_sha256"]
-    sidecar_file.write_text(json.dumps(sidecar))
-    with pytest.raises(BackendError, match="sidecar lacks engine_sha256"):
-        open_backend(engine)
-
-
-@pytest.mark.parametrize(
-    ("change", "message"),
-    [
-        (
-            {"gpu_name": "NVIDIA A100-SXM4-80GB", "compute_capability": "8.0"},
-            "built for NVIDIA A100-SXM4-80GB (compute capability 8.0), this machine has "
-            "NVIDIA H100 80GB HBM3 (9.0)",
-        ),
-        ({"compute_capability": "8.9"}, "compute capability 8.9"),
-        (
-            {"tensorrt_version": "10.12.0"},
-            "built with TensorRT 10.12.0, this machine has TensorRT 10.14.1",
-        ),
-        ({"version_compatible": True}, "refused unless --allow-host-code is given"),
-    ],
-)
-def test_engine_for_another_gpu_tensorrt_or_with_host_code_is_refused_saying_which(
-    tiny_model, tmp_path, monkeypatch, change, message
-):
-    # This machine, as the backend sees it: an H100 and TensorRT 10.14.1. Every refusal comes
-    # before a TensorRT object would be created, so a module with only __version__ suffices.
-    from dbsi.runtime import tensorrt_backend
-
-    monkeypatch.setattr(tensorrt_backend, "import_cudart", lambda: "cudart")
-    monkeypatch.setattr(
-        tensorrt_backend, "local_gpu", lambda cudart: ("NVIDIA H100 80GB HBM3", "9.0")
-    )
-    monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="10.14.1"))
-    engine = fake_engine(tmp_path, tiny_model.metadata, **change)
-    with pytest.raises(BackendError, match=re.escape(message)):
-        open_backend(engine)
-
-
-def test_pinned_buffer_frees_both_allocations_even_when_one_free_fails():
-    from dbsi.runtime.cuda_device import CudaError
-    from dbsi.runtime.tensorrt_backend import _PinnedBuffer
-
-    freed = []
-
-    class FailingDeviceFree:
-        """cuda-python's calling convention: (error code, results...); 0 is success."""
-
-        class cudaError_t:
-            cudaSuccess = 0
-
-        def cudaFree(self, pointer):
-            freed.append(("device", pointer))
-            return (700,)
-
-        def cudaFreeHost(self, pointer):
-            freed.append(("host", pointer))
-            return (0,)
-
-        def cudaGetErrorName(self, err):
-            return (0, b"cudaErrorIllegalAddress")
-
-    buffer = _PinnedBuffer(FailingDeviceFree())
-    buffer.nbytes, buffer.host_ptr, buffer.device_ptr = 64, 11, 22
-    with pytest.raises(CudaError, match="cudaFree failed: cudaErrorIllegalAddress"):
-        buffer.free()
-    assert freed == [("device", 22), ("host", 11)]
-    assert (buffer.nbytes, buffer.host_ptr, buffer.device_ptr) == (0, 0, 0)
-
-
-def test_engine_that_does_not_match_its_sidecar_is_refused(tiny_model, tmp_path):
-    engine = fake_engine(tmp_path, tiny_model.metadata, engine_sha256="f" * 64)
-    with pytest.raises(BackendError, match="do not belong together"):
-        open_backend(engine)
-
-
-def test_engine_on_a_machine_without_gpu_or_cuda_python_exits_2_with_the_reason(
-    tiny_model, tmp_path
-):
-    try:
-        from cuda.bindings import runtime as cudart
-
-        count = cudart.cudaGetDeviceCount()
-        if count[0] == cudart.cudaError_t.cudaSuccess and count[1] > 0:
-            pytest.skip("this machine has a CUDA GPU")
-    except ImportError:
-        pass
-    engine = fake_engine(tmp_path, tiny_model.metadata)
-    write(tmp_path / "a.png", generated(64, 64, 17))
-    code, output = run_cli(engine, tmp_path / "a.png", "--out", tmp_path / "out")
-    assert code == 2
-    assert "cuda-python is not installed" in output or "no CUDA GPU is visible" in output
