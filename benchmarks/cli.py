@@ -185,11 +185,17 @@ def main() -> None:
     help="Batch size, repeatable. Default: 1.",
 )
 @click.option("--no-codec", is_flag=True, help="Skip the JPEG decode+encode measurements.")
+@click.option(
+    "--pytorch-only",
+    is_flag=True,
+    help="Time only the PyTorch renders of the checkpoint (no ONNX export, no runtime backends).",
+)
 @environment_errors
-def speed(models, out, repeats, warmup, cache, sizes, batches, no_codec) -> None:
+def speed(models, out, repeats, warmup, cache, sizes, batches, no_codec, pytorch_only) -> None:
     """Latency (median, p90, p99) and images/s of every backend, with and without JPEG
     decode+encode, FLOPs and achieved FLOP/s, and speed-up against the PyTorch reference
-    ("x ref": reference median / backend median, same run)."""
+    ("x ref": reference median / backend median, same run). On a CUDA GPU the PyTorch rows
+    include bf16 and fp16 autocast with channels_last, and a CUDA-graph replay."""
     from dbsi.benchmarks.speed import COLUMNS, DEFAULT_SIZES, run_speed
 
     machine = machine_info_module.machine_info()
@@ -197,7 +203,7 @@ def speed(models, out, repeats, warmup, cache, sizes, batches, no_codec) -> None
     repeats, warmup = settings(repeats, warmup, gpu)
     size_list = parse_sizes(sizes, DEFAULT_SIZES)
     batch_list = list(batches) or [1]
-    model_set = open_models(models, cache, gpu)
+    model_set = open_models(models, cache, gpu, torch_variants=True, with_backends=not pytorch_only)
     if not model_set.candidates:
         fail(
             "no backend could be opened here: " + "; ".join(s["reason"] for s in model_set.skipped)
@@ -239,12 +245,13 @@ def parity(models, out, cache) -> None:
     """Every backend against the PyTorch fp32 render of the same real photos (scikit-image's
     astronaut, coffee, chelsea, motorcycle): max abs error, PSNR, share of pixels off by more
     than one level, pass/fail by precision (fp32: max 2 levels and at most 0.1% of pixels off by
-    more than 1; fp16: PSNR >= 40 dB). Exit code 1 when any backend fails."""
+    more than 1; fp16 and bf16: PSNR >= 40 dB). On a CUDA GPU the PyTorch bf16/fp16 autocast
+    and CUDA-graph renders are judged too. Exit code 1 when any backend fails."""
     from dbsi.benchmarks.images import real_photos
     from dbsi.benchmarks.parity import COLUMNS, run_parity
 
     machine = machine_info_module.machine_info()
-    model_set = open_models(models, cache, bool(machine["gpus"]))
+    model_set = open_models(models, cache, bool(machine["gpus"]), torch_variants=True)
     photos, real = real_photos()
     try:
         if model_set.reference is None:
@@ -462,3 +469,7 @@ def scaling(models, out, repeats, warmup, cache, sizes, batches, batch_at) -> No
     finish(report, COLUMNS, out, "scaling")
     png = plot_scaling(rows, out / "scaling.png")
     click.echo(f"Plot: {png}")
+
+
+if __name__ == "__main__":
+    main()

@@ -107,6 +107,93 @@ def torch_reference(renderer: Any, source: str, device: str = "auto") -> Candida
     )
 
 
+# Faster PyTorch renders beside the fp32 reference: autocast to a 16-bit type with
+# channels_last weights on CUDA (the layout cuDNN's fastest convolutions want), and the same
+# captured as a CUDA graph per input shape (no per-layer launch cost). Name -> (dtype, graph).
+TORCH_VARIANTS = {
+    "pytorch-bf16-autocast": ("bf16", False),
+    "pytorch-fp16-autocast": ("fp16", False),
+    "pytorch-cudagraph-bf16": ("bf16", True),
+}
+
+
+def torch_variant(renderer: Any, source: str, name: str, device: str) -> Candidate:
+    """The render of ``renderer`` as the ``TORCH_VARIANTS`` entry ``name`` on ``device``
+    ("cuda" or "cpu"; CUDA graphs need "cuda"). Same uint8 I/O and timing as the reference;
+    its precision ("bf16"/"fp16") is judged by the 16-bit parity threshold."""
+    import torch
+
+    from dbsi.benchmarks.timing import cuda_event_clock
+    from dbsi.export.onnx_graph import PixelsToBokeh
+
+    precision, graphed = TORCH_VARIANTS[name]
+    if graphed and device != "cuda":
+        raise ValueError(f"{name}: CUDA graphs need a CUDA device")
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    module = PixelsToBokeh(renderer.float().eval()).to(device).eval()
+    if device == "cuda":
+        # Not on CPU: there torch 2.13's bf16 depthwise convolutions on channels_last data
+        # took minutes for a 300x451 photo (2-core EPYC, measured); bokeh-bench adds these
+        # variants only on CUDA.
+        module = module.to(memory_format=torch.channels_last)
+
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode(), torch.autocast(device, dtype=dtype):
+            return module(batch)
+
+    render = CudaGraphRender(forward) if graphed else None
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        if render is not None:
+            return render(batch)
+        return forward(torch.from_numpy(np.ascontiguousarray(batch)).to(device)).cpu().numpy()
+
+    return Candidate(
+        name=name,
+        precision=precision,
+        config=renderer.config.to_dict(),
+        source=source,
+        device=torch.cuda.get_device_name() if device == "cuda" else "CPU",
+        render=run,
+        clock=cuda_event_clock if device == "cuda" else wall_clock,
+    )
+
+
+class CudaGraphRender:
+    """``forward`` captured once per input shape as a CUDA graph, then replayed: copy the batch
+    into the graph's static input, replay, copy the static output back. Warm-up runs on a side
+    stream before capture, as PyTorch's CUDA-graph notes ask."""
+
+    def __init__(self, forward: Callable[[Any], Any]) -> None:
+        self._forward = forward
+        self._graphs: dict[tuple[int, ...], tuple[Any, Any, Any]] = {}
+
+    def _capture(self, batch: np.ndarray) -> tuple[Any, Any, Any]:
+        import torch
+
+        static_in = torch.from_numpy(np.ascontiguousarray(batch)).to("cuda")
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                self._forward(static_in)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = self._forward(static_in)
+        return graph, static_in, static_out
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        if batch.shape not in self._graphs:
+            self._graphs[batch.shape] = self._capture(batch)
+        graph, static_in, static_out = self._graphs[batch.shape]
+        static_in.copy_(torch.from_numpy(np.ascontiguousarray(batch)))
+        graph.replay()
+        return static_out.cpu().numpy()
+
+
 def runtime_candidate(path: Path, provider: str | None) -> Candidate:
     """A ``dbsi.runtime`` backend as a candidate (raises BackendError when it cannot open)."""
     from dbsi.runtime.backend import open_backend
@@ -229,11 +316,13 @@ def resolve_models(
     with_reference: bool = True,
     with_backends: bool = True,
     mode: str | None = None,
+    torch_variants: bool = False,
     log: Callable[[str], None] = print,
 ) -> ModelSet:
     """Open everything ``paths`` names (see the module docstring). ValueError on a path that
     is missing or of an unknown type; a backend that cannot open here is listed in
-    ``skipped`` with its reason. ``mode`` overrides the checkpoint's render mode."""
+    ``skipped`` with its reason. ``mode`` overrides the checkpoint's render mode;
+    ``torch_variants`` adds the ``TORCH_VARIANTS`` renders when the reference runs on CUDA."""
     paths = [Path(p) for p in paths]
     for path in paths:
         if not path.is_file():
@@ -260,10 +349,17 @@ def resolve_models(
         if torch_available():
             from dbsi.train.checkpoint import load_renderer
 
-            candidates.append(torch_reference(load_renderer(checkpoint, mode), str(checkpoint)))
+            reference = torch_reference(load_renderer(checkpoint, mode), str(checkpoint))
+            candidates.append(reference)
+            if torch_variants and reference.device != "CPU":
+                candidates.extend(
+                    torch_variant(load_renderer(checkpoint, mode), str(checkpoint), name, "cuda")
+                    for name in TORCH_VARIANTS
+                )
         else:
             skipped.append({"name": REFERENCE_NAME, "reason": "torch is not installed"})
-    if checkpoint is not None and not onnx_files and with_backends and mode is None:
+    # A checkpoint alone is exported for ONNX Runtime; named ONNX or engine files replace that.
+    if checkpoint is not None and not (onnx_files or engines) and with_backends and mode is None:
         onnx_files = [cached_onnx(checkpoint, cache, log)]
     if with_backends:
         for path in onnx_files:

@@ -20,6 +20,8 @@ PARITY_THRESHOLDS: dict[str, dict[str, float]] = {
     "fp32": {"max_abs_error": 2, "max_share_over_1_level": 0.001, "weights_max_abs_error": 5e-4},
     "fp16": {"min_psnr_db": 40.0, "weights_max_abs_error": 1e-2},
 }
+# bf16 (PyTorch autocast) is judged as the other 16-bit float.
+PARITY_THRESHOLDS["bf16"] = PARITY_THRESHOLDS["fp16"]
 
 
 def parity_stats(reference: np.ndarray, candidate: np.ndarray) -> dict[str, Any]:

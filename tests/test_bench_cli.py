@@ -326,3 +326,50 @@ def test_the_random_checkpoint_is_remade_when_its_config_or_toolkit_changes(tmp_
     assert models.random_checkpoint(tmp_path, width=0.25) != first
     monkeypatch.setattr(provenance, "toolkit_version", lambda: "99.0")
     assert models.random_checkpoint(tmp_path, width=0.125) != first
+
+
+def test_a_16_bit_autocast_variant_renders_close_to_the_fp32_reference():
+    # fp16 autocast on CPU here (bf16 convolutions on this CPU take minutes); on a CUDA GPU
+    # bokeh-bench adds both, with channels_last, and a CUDA-graph replay beside the reference.
+    from dbsi.benchmarks.models import torch_reference, torch_variant
+    from dbsi.export.parity import parity_failures, parity_stats
+    from tests.conftest import real_photo
+
+    photo = np.ascontiguousarray(real_photo("chelsea")[None, :, :, ::-1])
+    reference = torch_reference(tiny_renderer(), "tiny", device="cpu")
+    variant = torch_variant(tiny_renderer(), "tiny", "pytorch-fp16-autocast", "cpu")
+    stats = parity_stats(reference.render(photo), variant.render(photo))
+    assert variant.precision == "fp16"
+    assert parity_failures(stats, "fp16") == [], stats
+
+
+def test_cuda_graph_variant_needs_a_cuda_device():
+    from dbsi.benchmarks.models import torch_variant
+
+    with pytest.raises(ValueError, match="CUDA graphs need a CUDA device"):
+        torch_variant(tiny_renderer(), "tiny", "pytorch-cudagraph-bf16", "cpu")
+
+
+def test_speed_pytorch_only_times_the_reference_without_exporting(tiny, tmp_path):
+    cache = tmp_path / "cache"
+    result = invoke(
+        "speed",
+        "--model",
+        tiny["checkpoint"],
+        "--pytorch-only",
+        "--size",
+        "64x96",
+        "--no-codec",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+        "--out",
+        tmp_path,
+        "--cache",
+        cache,
+    )
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "speed.json").read_text())["rows"]
+    assert [r["backend"] for r in rows] == ["pytorch-eager-fp32"]
+    assert not cache.exists()

@@ -205,6 +205,14 @@ def test_every_export_variant_keeps_the_tensorrt_parser_rules(
         assert (readers, makers) == (["Cast"], ["Cast"]), path.name
 
 
+def test_skip_checks_still_runs_the_static_checks_but_not_the_photos(export_dir, tiny_checkpoint):
+    path = export_dir / "tiny-skipped.onnx"
+    result = invoke("onnx", tiny_checkpoint, "-o", path, "--skip-checks")
+    assert result.exit_code == 0, result.output
+    assert "ok   TensorRT parser rules" in result.output
+    assert "parity" not in result.output and "not run on photos" in result.output
+
+
 def test_an_unknown_render_mode_is_refused_with_exit_2(export_dir, tiny_checkpoint):
     result = invoke("onnx", tiny_checkpoint, "-o", export_dir / "x.onnx", "--mode", "cinema")
     assert result.exit_code == 2

@@ -77,7 +77,10 @@ class BokehRenderer(nn.Module):
         )
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if not torch.compiler.is_compiling():
+        # The checks read values back to the host: impossible while tracing for export, and
+        # forbidden while a CUDA graph is being captured.
+        capturing = image.is_cuda and torch.cuda.is_current_stream_capturing()
+        if not (torch.compiler.is_compiling() or capturing):
             check_image(image, self.config)
         height, width = image.shape[-2:]
         net_h, net_w = self.network_size(height, width)
