@@ -9,14 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import click
-from tqdm import tqdm
 
-from dbsi.benchmarks import machine as machine_info_module
 from dbsi.benchmarks.report import console_table, plot_scaling, write_reports
 
-# Fewer repeats on CPU so the default run (HD, full width, two backends) ends in minutes.
-CPU_DEFAULTS = {"repeats": 3, "warmup": 1}
-GPU_DEFAULTS = {"repeats": 30, "warmup": 5}
 DEFAULT_CACHE = Path.home() / ".cache" / "dbsi-bokeh" / "bench"
 
 
@@ -85,7 +80,7 @@ def environment_errors(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from dbsi.runtime.backend import BackendError
+        from dbsi.runtime.errors import BackendError
 
         try:
             return fn(*args, **kwargs)
@@ -93,49 +88,6 @@ def environment_errors(fn: Callable) -> Callable:
             fail(str(exc))
 
     return wrapper
-
-
-def settings(repeats: int | None, warmup: int | None, gpu: bool) -> tuple[int, int]:
-    defaults = GPU_DEFAULTS if gpu else CPU_DEFAULTS
-    return (
-        repeats if repeats is not None else defaults["repeats"],
-        warmup if warmup is not None else defaults["warmup"],
-    )
-
-
-def open_models(models: tuple[Path, ...], cache: Path, gpu: bool, **kwargs: Any):
-    from dbsi.benchmarks.models import resolve_models
-
-    return resolve_models(models, cache, gpu_present=gpu, log=echo, **kwargs)
-
-
-def base_report(command: str, machine: dict[str, Any], model_set: Any, **extra: Any) -> dict:
-    notes = []
-    if model_set.random_weights:
-        notes.append(
-            "Weights are RANDOM (seed 0, full width): speed figures are real, quality is not."
-        )
-    notes.extend(f"not run: {s['name']}: {s['reason']}" for s in model_set.skipped)
-    return {
-        "command": command,
-        "machine": machine,
-        "machine_summary": machine_info_module.describe(machine),
-        "random_weights": model_set.random_weights,
-        "checkpoint": model_set.checkpoint,
-        "backends": [
-            {
-                "name": c.name,
-                "device": c.device,
-                "precision": c.precision,
-                "source": c.source,
-                "reference": c.is_reference,
-            }
-            for c in model_set.candidates
-        ],
-        "skipped": model_set.skipped,
-        "notes": notes,
-        **extra,
-    }
 
 
 def finish(report: dict[str, Any], columns: list, out: Path, stem: str) -> None:
@@ -196,92 +148,46 @@ def speed(models, out, repeats, warmup, cache, sizes, batches, no_codec, pytorch
     decode+encode, FLOPs and achieved FLOP/s, and speed-up against the PyTorch reference
     ("x ref": reference median / backend median, same run). On a CUDA GPU the PyTorch rows
     include bf16 and fp16 autocast with channels_last, and a CUDA-graph replay."""
-    from dbsi.benchmarks.speed import COLUMNS, DEFAULT_SIZES, run_speed
+    from dbsi.benchmarks.speed import COLUMNS, DEFAULT_SIZES, speed_report
 
-    machine = machine_info_module.machine_info()
-    gpu = bool(machine["gpus"])
-    repeats, warmup = settings(repeats, warmup, gpu)
-    size_list = parse_sizes(sizes, DEFAULT_SIZES)
-    batch_list = list(batches) or [1]
-    model_set = open_models(models, cache, gpu, torch_variants=True, with_backends=not pytorch_only)
-    if not model_set.candidates:
-        fail(
-            "no backend could be opened here: " + "; ".join(s["reason"] for s in model_set.skipped)
-        )
-    calls = len(size_list) * len(batch_list) * len(model_set.candidates) * repeats
-    calls *= 1 if no_codec else 2
-    try:
-        with tqdm(total=calls, desc="speed", unit="call", file=sys.stderr) as bar:
-            rows = run_speed(
-                model_set,
-                size_list,
-                batch_list,
-                repeats=repeats,
-                warmup=warmup,
-                with_codec=not no_codec,
-                progress=bar.update,
-                log=echo,
-            )
-    finally:
-        model_set.close()
-    report = base_report(
-        "speed",
-        machine,
-        model_set,
-        rows=rows,
-        settings={"repeats": repeats, "warmup": warmup, "sizes": size_list, "batches": batch_list},
-    )
-    report["notes"].append(
-        f"{repeats} measured calls after {warmup} warm-up per row; p90/p99 by linear "
-        "interpolation (numpy 'linear'); x ref = reference median / row median."
+    report = speed_report(
+        models,
+        cache,
+        parse_sizes(sizes, DEFAULT_SIZES),
+        list(batches) or [1],
+        repeats=repeats,
+        warmup=warmup,
+        with_codec=not no_codec,
+        pytorch_only=pytorch_only,
+        log=echo,
     )
     finish(report, COLUMNS, out, "speed")
 
 
 @main.command()
 @common_options
+@click.option(
+    "--pytorch-only",
+    is_flag=True,
+    help="Judge only the PyTorch 16-bit renders of the checkpoint (CUDA), no ONNX export or "
+    "runtime backends.",
+)
 @environment_errors
-def parity(models, out, cache) -> None:
+def parity(models, out, cache, pytorch_only) -> None:
     """Every backend against the PyTorch fp32 render of the same real photos (scikit-image's
     astronaut, coffee, chelsea, motorcycle): max abs error, PSNR, share of pixels off by more
     than one level, pass/fail by precision (fp32: max 2 levels and at most 0.1% of pixels off by
     more than 1; fp16 and bf16: PSNR >= 40 dB). On a CUDA GPU the PyTorch bf16/fp16 autocast
     and CUDA-graph renders are judged too. Exit code 1 when any backend fails."""
-    from dbsi.benchmarks.images import real_photos
-    from dbsi.benchmarks.parity import COLUMNS, run_parity
+    from dbsi.benchmarks.parity import COLUMNS, failed_backends, parity_report
 
-    machine = machine_info_module.machine_info()
-    model_set = open_models(models, cache, bool(machine["gpus"]), torch_variants=True)
-    photos, real = real_photos()
-    try:
-        if model_set.reference is None:
-            fail(
-                "parity needs the PyTorch reference: give the checkpoint with --model "
-                "(and torch installed)"
-            )
-        others = [c for c in model_set.candidates if not c.is_reference]
-        if not others:
-            fail(
-                "no backend to compare with the reference: "
-                + ("; ".join(s["reason"] for s in model_set.skipped) or "give an ONNX or engine")
-            )
-        with tqdm(
-            total=len(others) * len(photos), desc="parity", unit="photo", file=sys.stderr
-        ) as bar:
-            rows = run_parity(model_set, photos, progress=bar.update)
-    finally:
-        model_set.close()
-    report = base_report("parity", machine, model_set, rows=rows, real_photos=real)
-    if not real:
-        report["notes"].append(
-            "scikit-image is not installed: GENERATED images stood in for the real photos."
-        )
+    report = parity_report(models, cache, log=echo, pytorch_only=pytorch_only)
     finish(report, COLUMNS, out, "parity")
-    failed = sorted({r["backend"] for r in rows if not r["passed"]})
+    failed = failed_backends(report["rows"])
     if failed:
         click.echo(f"Parity FAILED for: {', '.join(failed)}")
         sys.exit(1)
-    click.echo(f"Parity passed for all {len({r['backend'] for r in rows})} backends.")
+    click.echo(f"Parity passed for all {len({r['backend'] for r in report['rows']})} backends.")
 
 
 @main.command()
@@ -323,77 +229,22 @@ def quality(models, out, cache, data, subset, split_file, modes, limit, lpips_ba
     Exit code 1 when some pair could not be evaluated.
 
     Example: bokeh-bench quality demo/data --split-file demo/run/split.json --model best.pt"""
-    from dbsi.benchmarks.lpips_alex import load_lpips
-    from dbsi.benchmarks.pairs import select_pairs
-    from dbsi.benchmarks.quality import (
-        COLUMNS,
-        PROTOCOL,
-        candidate_method,
-        evaluate,
-        global_blur,
-        identity,
-    )
+    from dbsi.benchmarks.quality import COLUMNS, RENDER_MODES, quality_report
 
-    try:
-        import skimage  # noqa: F401
-    except ImportError:
-        fail(
-            "quality needs scikit-image for the protocol's PSNR and SSIM "
-            "(pip install 'dbsi-bokeh[dev]')"
-        )
-    machine = machine_info_module.machine_info()
-    gpu = bool(machine["gpus"])
-    pairs, chosen, left_out = select_pairs(data, subset, split_file)
-    for reason in left_out:
-        echo(f"left out: {reason}")
-    pairs = pairs[:limit] if limit else pairs
-    echo(f"{chosen}; evaluating {len(pairs)} pairs")
-    lpips_model, lpips_status = load_lpips(lpips_backbone)
-    echo(f"LPIPS: {lpips_status}")
-    methods = [("identity", "-", identity), ("gaussian-blur-75", "-", global_blur)]
-    opened = []
-    checkpoints = [m for m in models if m.suffix.lower() in (".pt", ".pth", ".ckpt")]
-    runtimes = [m for m in models if m not in checkpoints]
-    for mode in modes or ("paper", "fullres"):
-        if checkpoints or not models:
-            model_set = open_models(tuple(checkpoints), cache, gpu, with_backends=False, mode=mode)
-            opened.append(model_set)
-            for c in model_set.candidates:
-                methods.append((f"model ({c.name})", mode, candidate_method(c)))
-    if runtimes:
-        model_set = open_models(tuple(runtimes), cache, gpu)
-        opened.append(model_set)
-        for c in model_set.candidates:
-            methods.append((f"model ({c.name})", c.config.get("mode", "?"), candidate_method(c)))
-    try:
-        with tqdm(total=len(pairs), desc="quality", unit="pair", file=sys.stderr) as bar:
-            rows, per_pair = evaluate(
-                methods, pairs, lpips_model, lpips_status, progress=bar.update, log=echo
-            )
-    finally:
-        for model_set in opened:
-            model_set.close()
-    report = base_report(
-        "quality",
-        machine,
-        opened[0] if opened else empty_set(),
-        rows=rows,
-        per_pair=per_pair,
-        data=chosen,
-        protocol=PROTOCOL,
-        lpips=lpips_status,
+    report = quality_report(
+        data,
+        models,
+        cache,
+        subset=subset,
+        split_file=split_file,
+        modes=modes or RENDER_MODES,
+        limit=limit,
+        lpips_backbone=lpips_backbone,
+        log=echo,
     )
-    report["notes"].append(f"Data: {chosen}. Protocol: {PROTOCOL}.")
-    report["notes"].append(f"LPIPS: {lpips_status}")
     finish(report, COLUMNS, out, "quality")
-    if any(r["failed"] for r in rows):
+    if any(r["failed"] for r in report["rows"]):
         sys.exit(1)
-
-
-def empty_set():
-    from dbsi.benchmarks.models import ModelSet
-
-    return ModelSet([], [], False, None)
 
 
 @main.command()
@@ -425,49 +276,25 @@ def empty_set():
 def scaling(models, out, repeats, warmup, cache, sizes, batches, batch_at) -> None:
     """Time against resolution (batch 1) and against batch size, cost per megapixel, and a PNG
     of both curves (scaling.png)."""
-    from dbsi.benchmarks.scaling import COLUMNS, DEFAULT_BATCHES, DEFAULT_RESOLUTIONS, run_scaling
+    from dbsi.benchmarks.scaling import (
+        COLUMNS,
+        DEFAULT_BATCHES,
+        DEFAULT_RESOLUTIONS,
+        scaling_report,
+    )
 
-    machine = machine_info_module.machine_info()
-    gpu = bool(machine["gpus"])
-    repeats, warmup = settings(repeats, warmup, gpu)
-    resolutions = parse_sizes(sizes, DEFAULT_RESOLUTIONS)
-    batch_list = list(batches) or list(DEFAULT_BATCHES)
-    batch_size = parse_sizes((batch_at,), ())[0]
-    model_set = open_models(models, cache, gpu)
-    if not model_set.candidates:
-        fail(
-            "no backend could be opened here: " + "; ".join(s["reason"] for s in model_set.skipped)
-        )
-    calls = (len(resolutions) + len(batch_list)) * len(model_set.candidates) * repeats
-    try:
-        with tqdm(total=calls, desc="scaling", unit="call", file=sys.stderr) as bar:
-            rows = run_scaling(
-                model_set,
-                resolutions,
-                batch_list,
-                batch_size,
-                repeats=repeats,
-                warmup=warmup,
-                progress=bar.update,
-                log=echo,
-            )
-    finally:
-        model_set.close()
-    report = base_report(
-        "scaling",
-        machine,
-        model_set,
-        rows=rows,
-        settings={
-            "repeats": repeats,
-            "warmup": warmup,
-            "resolutions": resolutions,
-            "batches": batch_list,
-            "batch_size": batch_size,
-        },
+    report = scaling_report(
+        models,
+        cache,
+        parse_sizes(sizes, DEFAULT_RESOLUTIONS),
+        list(batches) or list(DEFAULT_BATCHES),
+        parse_sizes((batch_at,), ())[0],
+        repeats=repeats,
+        warmup=warmup,
+        log=echo,
     )
     finish(report, COLUMNS, out, "scaling")
-    png = plot_scaling(rows, out / "scaling.png")
+    png = plot_scaling(report["rows"], out / "scaling.png")
     click.echo(f"Plot: {png}")
 
 

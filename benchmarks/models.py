@@ -22,8 +22,6 @@ import numpy as np
 from dbsi.benchmarks.timing import wall_clock
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
-ONNX_SUFFIXES = (".onnx",)
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 # ONNX Runtime execution providers by the name dbsi.runtime's open_backend takes.
 ORT_PROVIDERS = {
     "CPUExecutionProvider": "cpu",
@@ -162,11 +160,16 @@ def torch_variant(renderer: Any, source: str, name: str, device: str) -> Candida
 class CudaGraphRender:
     """``forward`` captured once per input shape as a CUDA graph, then replayed: copy the batch
     into the graph's static input, replay, copy the static output back. Warm-up runs on a side
-    stream before capture, as PyTorch's CUDA-graph notes ask."""
+    stream before capture, as PyTorch's CUDA-graph notes ask; the graphs share one memory pool.
+    Capture is ``thread_local``: the benchmark's memory sampler queries the device from another
+    thread meanwhile, which the default ("global") mode forbids."""
 
     def __init__(self, forward: Callable[[Any], Any]) -> None:
+        import torch
+
         self._forward = forward
         self._graphs: dict[tuple[int, ...], tuple[Any, Any, Any]] = {}
+        self._pool = torch.cuda.graph_pool_handle()
 
     def _capture(self, batch: np.ndarray) -> tuple[Any, Any, Any]:
         import torch
@@ -179,7 +182,7 @@ class CudaGraphRender:
                 self._forward(static_in)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
             static_out = self._forward(static_in)
         return graph, static_in, static_out
 
@@ -196,7 +199,7 @@ class CudaGraphRender:
 
 def runtime_candidate(path: Path, provider: str | None) -> Candidate:
     """A ``dbsi.runtime`` backend as a candidate (raises BackendError when it cannot open)."""
-    from dbsi.runtime.backend import open_backend
+    from dbsi.runtime.registry import open_backend
 
     backend = open_backend(path, provider=provider)
 
@@ -295,16 +298,17 @@ def cached_onnx(checkpoint: Path, cache: Path, log: Callable[[str], None] = prin
 
 
 def classify(path: Path) -> str:
+    """ "checkpoint", or the name of the runtime backend that opens ``path``."""
+    from dbsi.runtime.registry import MODEL_SUFFIXES, backend_for
+
     suffix = path.suffix.lower()
     if suffix in CHECKPOINT_SUFFIXES:
         return "checkpoint"
-    if suffix in ONNX_SUFFIXES:
-        return "onnx"
-    if suffix in ENGINE_SUFFIXES:
-        return "engine"
+    if suffix in MODEL_SUFFIXES:
+        return backend_for(path)
     raise ValueError(
-        f"{path}: unknown model type {suffix!r} (a checkpoint .pt/.pth/.ckpt, an .onnx or an "
-        ".engine)"
+        f"{path}: unknown model type {suffix!r} (a checkpoint {'/'.join(CHECKPOINT_SUFFIXES)} "
+        f"or a model {'/'.join(MODEL_SUFFIXES)})"
     )
 
 
@@ -341,8 +345,7 @@ def resolve_models(
         log("No --model given: benchmarking a RANDOMLY INITIALISED full-width model (seed 0).")
         checkpoints = [random_checkpoint(cache)]
     checkpoint = checkpoints[0] if checkpoints else None
-    onnx_files = [p for p in paths if kinds[p] == "onnx"]
-    engines = [p for p in paths if kinds[p] == "engine"]
+    artefacts = [p for p in paths if kinds[p] != "checkpoint"]
     candidates: list[Candidate] = []
     skipped: list[dict[str, str]] = []
     if checkpoint is not None and with_reference:
@@ -359,21 +362,23 @@ def resolve_models(
         else:
             skipped.append({"name": REFERENCE_NAME, "reason": "torch is not installed"})
     # A checkpoint alone is exported for ONNX Runtime; named ONNX or engine files replace that.
-    if checkpoint is not None and not (onnx_files or engines) and with_backends and mode is None:
-        onnx_files = [cached_onnx(checkpoint, cache, log)]
+    if checkpoint is not None and not artefacts and with_backends and mode is None:
+        artefacts = [cached_onnx(checkpoint, cache, log)]
+        kinds[artefacts[0]] = "onnxruntime"
     if with_backends:
-        for path in onnx_files:
-            for provider in ort_providers(gpu_present):
-                candidates.extend(open_or_skip(path, provider, skipped))
-        for path in engines:
-            candidates.extend(open_or_skip(path, None, skipped))
+        for path in artefacts:
+            if kinds[path] == "onnxruntime":
+                for provider in ort_providers(gpu_present):
+                    candidates.extend(open_or_skip(path, provider, skipped))
+            else:
+                candidates.extend(open_or_skip(path, None, skipped))
     return ModelSet(candidates, skipped, random_weights, checkpoint)
 
 
 def open_or_skip(
     path: Path, provider: str | None, skipped: list[dict[str, str]]
 ) -> list[Candidate]:
-    from dbsi.runtime.backend import BackendError
+    from dbsi.runtime.errors import BackendError
 
     label = f"{path.name} ({provider or 'tensorrt'})"
     try:

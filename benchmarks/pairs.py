@@ -1,8 +1,8 @@
 """Which (original, bokeh) pairs to evaluate: the training data module's discovery
-(``dbsi.train.data``: AIM ``Training/``, PyNET ``train/``, or plain ``original/`` + ``bokeh/``,
+(``dbsi.train.pairs``: AIM ``Training/``, PyNET ``train/``, or plain ``original/`` + ``bokeh/``,
 matched by stem) plus the choice of subset.
 
-The Val294 rule is the training split's (``dbsi.train.data.val294_pairs``): with every id
+The Val294 rule is the training split's (``dbsi.train.pairs.val294_pairs``): with every id
 4400..4693 present, "auto" evaluates those 294 pairs (the paper's validation set), whatever the
 layout; otherwise every pair. A training run's ``split.json`` selects its validation stems.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dbsi.train.data import (
+from dbsi.train.pairs import (
     VAL294_IDS,
     VAL294_RULE,
     BadPairs,

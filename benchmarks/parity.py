@@ -3,12 +3,16 @@ photos, judged with the export stage's per-precision thresholds (``dbsi.export.p
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from dbsi.benchmarks.images import real_photos
 from dbsi.benchmarks.models import ModelSet
+from dbsi.benchmarks.report import base_report
+from dbsi.benchmarks.run_report import look_at_machine, open_models, progress_bar
 from dbsi.export.parity import PARITY_THRESHOLDS, parity_failures, parity_stats
 
 COLUMNS = [
@@ -77,3 +81,46 @@ def row(candidate: Any, photo: str, image: np.ndarray | None, result: dict[str, 
         "thresholds": PARITY_THRESHOLDS[candidate.precision],
         "verdict": "pass" if result["passed"] else "FAIL: " + "; ".join(result["failures"]),
     }
+
+
+def parity_report(
+    models: Iterable[Path],
+    cache: Path,
+    log: Callable[[str], None] = print,
+    pytorch_only: bool = False,
+) -> dict[str, Any]:
+    """``bokeh-bench parity``: open ``models`` (the checkpoint's reference and at least one
+    other backend, else ValueError; only the PyTorch variants with ``pytorch_only``), judge
+    every backend on the real photos (``run_parity``) and return the report."""
+    machine, gpu = look_at_machine()
+    model_set = open_models(
+        models, cache, gpu, log, torch_variants=True, with_backends=not pytorch_only
+    )
+    photos, real = real_photos()
+    try:
+        if model_set.reference is None:
+            raise ValueError(
+                "parity needs the PyTorch reference: give the checkpoint with --model "
+                "(and torch installed)"
+            )
+        others = [c for c in model_set.candidates if not c.is_reference]
+        if not others:
+            raise ValueError(
+                "no backend to compare with the reference: "
+                + ("; ".join(s["reason"] for s in model_set.skipped) or "give an ONNX or engine")
+            )
+        with progress_bar(len(others) * len(photos), "parity", "photo") as bar:
+            rows = run_parity(model_set, photos, progress=bar.update)
+    finally:
+        model_set.close()
+    report = base_report("parity", machine, model_set, rows=rows, real_photos=real)
+    if not real:
+        report["notes"].append(
+            "scikit-image is not installed: GENERATED images stood in for the real photos."
+        )
+    return report
+
+
+def failed_backends(rows: list[dict[str, Any]]) -> list[str]:
+    """The backends with at least one failing row, sorted."""
+    return sorted({r["backend"] for r in rows if not r["passed"]})

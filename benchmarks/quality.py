@@ -15,11 +15,16 @@ from typing import Any
 import cv2
 import numpy as np
 
-from dbsi.benchmarks.models import Candidate
-from dbsi.train.data import Pair, is_truncated
-from dbsi.train.validation import psnr, ssim
+from dbsi.benchmarks.metrics import protocol_ssim, psnr
+from dbsi.benchmarks.models import CHECKPOINT_SUFFIXES, Candidate, ModelSet
+from dbsi.benchmarks.pairs import select_pairs
+from dbsi.benchmarks.report import base_report
+from dbsi.benchmarks.run_report import look_at_machine, open_models, progress_bar
+from dbsi.runtime.images import ImageError, read_image
+from dbsi.train.pairs import Pair
 
 BLUR_BASELINE_SIZE = 75
+RENDER_MODES = ("paper", "fullres")
 PROTOCOL = (
     "author's eval.py: full-resolution uint8 as read by OpenCV; skimage PSNR (data_range 255); "
     "skimage SSIM, default 7x7 uniform window per channel, averaged; LPIPS v0.1 AlexNet, RGB in "
@@ -37,19 +42,14 @@ COLUMNS = [
 ]
 
 
-def read_image(path: Path) -> np.ndarray:
-    """uint8 BGR as OpenCV decodes it; ValueError naming the file when it cannot, or when it is
-    a JPEG cut before its end (OpenCV would decode it with grey rows that then get scored)."""
+def read_bgr(path: Path) -> np.ndarray:
+    """uint8 BGR as bokeh-run decodes it (OpenCV, EXIF orientation applied, alpha dropped);
+    ValueError naming the file when it cannot, or when it is a JPEG cut before its end
+    (OpenCV would decode it with grey rows that then get scored)."""
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ValueError(f"{path}: unreadable ({exc.strerror})") from exc
-    if is_truncated(data):
-        raise ValueError(f"{path}: truncated JPEG")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError(f"{path}: not an image OpenCV can read")
-    return image
+        return read_image(path).bgr
+    except ImageError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
 
 
 def identity(image: np.ndarray) -> np.ndarray:
@@ -66,6 +66,10 @@ def candidate_method(candidate: Candidate) -> Callable[[np.ndarray], np.ndarray]
         return candidate.render(image[None])[0]
 
     return render
+
+
+# (name, render mode or "-", uint8 BGR image -> uint8 BGR prediction)
+Method = tuple[str, str, Callable[[np.ndarray], np.ndarray]]
 
 
 def mean_over_pairs(values: Sequence[float]) -> float | None:
@@ -92,7 +96,7 @@ def evaluate(
     failed: dict[tuple[str, str], int] = {(name, mode): 0 for name, mode, _ in methods}
     for pair in pairs:
         try:
-            original, target = read_image(pair.original), read_image(pair.bokeh)
+            original, target = read_bgr(pair.original), read_bgr(pair.bokeh)
             if original.shape != target.shape:
                 raise ValueError(
                     f"{pair.bokeh}: size {target.shape[:2]} differs from {pair.original}'s "
@@ -115,7 +119,7 @@ def evaluate(
                 "mode": mode,
                 "pair": pair.stem,
                 "psnr_db": psnr(target, prediction),
-                "ssim": ssim(target, prediction),
+                "ssim": protocol_ssim(target, prediction),
                 "lpips": None
                 if lpips_model is None
                 else lpips_distance(lpips_model, target, prediction),
@@ -142,3 +146,89 @@ def evaluate(
             }
         )
     return summary, per_pair
+
+
+def model_methods(
+    models: Sequence[Path],
+    cache: Path,
+    gpu: bool,
+    modes: Sequence[str],
+    log: Callable[[str], None] = print,
+) -> tuple[list[Method], list[ModelSet]]:
+    """The methods the models give, and the model sets opened for them (the caller closes
+    them). A checkpoint (or, with no models, the random one) renders on PyTorch once per mode
+    in ``modes``; an ONNX or engine renders in the mode it was exported with."""
+    methods: list[Method] = []
+    opened: list[ModelSet] = []
+    checkpoints = [m for m in models if m.suffix.lower() in CHECKPOINT_SUFFIXES]
+    runtimes = [m for m in models if m not in checkpoints]
+    for mode in modes:
+        if checkpoints or not models:
+            model_set = open_models(checkpoints, cache, gpu, log, with_backends=False, mode=mode)
+            opened.append(model_set)
+            for c in model_set.candidates:
+                methods.append((f"model ({c.name})", mode, candidate_method(c)))
+    if runtimes:
+        model_set = open_models(runtimes, cache, gpu, log)
+        opened.append(model_set)
+        for c in model_set.candidates:
+            methods.append((f"model ({c.name})", c.config.get("mode", "?"), candidate_method(c)))
+    return methods, opened
+
+
+def quality_report(
+    data: Path,
+    models: Sequence[Path],
+    cache: Path,
+    *,
+    subset: str = "auto",
+    split_file: Path | None = None,
+    modes: Sequence[str] = RENDER_MODES,
+    limit: int | None = None,
+    lpips_backbone: Path | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """``bokeh-bench quality``: choose the pairs in ``data`` (``select_pairs``), score the
+    baselines and the models on them (``evaluate``) and return the report. ValueError when
+    scikit-image is missing or ``data`` is no data folder."""
+    from dbsi.benchmarks.lpips_alex import load_lpips
+
+    try:
+        import skimage  # noqa: F401
+    except ImportError:
+        raise ValueError(
+            "quality needs scikit-image for the protocol's PSNR and SSIM "
+            "(pip install 'dbsi-bokeh[dev]')"
+        ) from None
+    machine, gpu = look_at_machine()
+    pairs, chosen, left_out = select_pairs(data, subset, split_file)
+    for reason in left_out:
+        log(f"left out: {reason}")
+    pairs = pairs[:limit] if limit else pairs
+    log(f"{chosen}; evaluating {len(pairs)} pairs")
+    lpips_model, lpips_status = load_lpips(lpips_backbone)
+    log(f"LPIPS: {lpips_status}")
+    methods: list[Method] = [("identity", "-", identity), ("gaussian-blur-75", "-", global_blur)]
+    model_ones, opened = model_methods(models, cache, gpu, modes, log)
+    methods += model_ones
+    try:
+        with progress_bar(len(pairs), "quality", "pair") as bar:
+            rows, per_pair = evaluate(
+                methods, pairs, lpips_model, lpips_status, progress=bar.update, log=log
+            )
+    finally:
+        for model_set in opened:
+            model_set.close()
+    report = base_report(
+        "quality",
+        machine,
+        opened[0] if opened else ModelSet([], [], False, None),
+        rows=rows,
+        per_pair=per_pair,
+        data=chosen,
+        protocol=PROTOCOL,
+        lpips=lpips_status,
+    )
+    report["notes"].append(f"Data: {chosen}. Protocol: {PROTOCOL}.")
+    report["notes"].append(f"LPIPS: {lpips_status}")
+    return report

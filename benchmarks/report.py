@@ -1,5 +1,5 @@
-"""Reports: a console table, JSON with every raw figure and the machine, a markdown table,
-and a PNG of the scaling curves."""
+"""Reports: the fields every command's report shares, a console table, JSON with every raw
+figure and the machine, a markdown table, and a PNG of the scaling curves."""
 
 from __future__ import annotations
 
@@ -9,10 +9,43 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from dbsi.benchmarks import machine as machine_info_module
 from dbsi.runtime.atomic import atomic_path, atomic_write_text
 
 # A column: header, key in the row dict, format spec (applied to numbers only).
 Column = tuple[str, str, str]
+
+
+def base_report(command: str, machine: dict[str, Any], model_set: Any, **extra: Any) -> dict:
+    """What every command's report holds: the machine, what was benchmarked (backends, what
+    could not be opened and why, random weights or not) and the notes; ``extra`` adds the
+    command's own fields (``rows`` among them)."""
+    notes = []
+    if model_set.random_weights:
+        notes.append(
+            "Weights are RANDOM (seed 0, full width): speed figures are real, quality is not."
+        )
+    notes.extend(f"not run: {s['name']}: {s['reason']}" for s in model_set.skipped)
+    return {
+        "command": command,
+        "machine": machine,
+        "machine_summary": machine_info_module.describe(machine),
+        "random_weights": model_set.random_weights,
+        "checkpoint": model_set.checkpoint,
+        "backends": [
+            {
+                "name": c.name,
+                "device": c.device,
+                "precision": c.precision,
+                "source": c.source,
+                "reference": c.is_reference,
+            }
+            for c in model_set.candidates
+        ],
+        "skipped": model_set.skipped,
+        "notes": notes,
+        **extra,
+    }
 
 
 def format_cell(value: Any, spec: str) -> str:

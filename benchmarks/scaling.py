@@ -3,10 +3,19 @@ cost per megapixel. Times the decoded-array path only (``speed`` covers JPEG I/O
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from dbsi.benchmarks.models import ModelSet
+from dbsi.benchmarks.report import base_report
+from dbsi.benchmarks.run_report import (
+    look_at_machine,
+    open_models,
+    progress_bar,
+    require_candidates,
+    timing_settings,
+)
 from dbsi.benchmarks.speed import (
     IO_MODEL,
     add_ratios,
@@ -74,3 +83,50 @@ def run_scaling(
     for sweep in ("resolution", "batch"):
         add_ratios([r for r in rows if r["sweep"] == sweep])
     return rows
+
+
+def scaling_report(
+    models: Iterable[Path],
+    cache: Path,
+    resolutions: list[tuple[int, int]],
+    batches: list[int],
+    batch_size: tuple[int, int],
+    *,
+    repeats: int | None,
+    warmup: int | None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """``bokeh-bench scaling``: open ``models``, run both sweeps (``run_scaling``) and return
+    the report. ``repeats`` and ``warmup`` default by machine (``run_report.timing_settings``)."""
+    machine, gpu = look_at_machine()
+    repeats, warmup = timing_settings(repeats, warmup, gpu)
+    model_set = open_models(models, cache, gpu, log)
+    require_candidates(model_set)
+    calls = (len(resolutions) + len(batches)) * len(model_set.candidates) * repeats
+    try:
+        with progress_bar(calls, "scaling", "call") as bar:
+            rows = run_scaling(
+                model_set,
+                resolutions,
+                batches,
+                batch_size,
+                repeats=repeats,
+                warmup=warmup,
+                progress=bar.update,
+                log=log,
+            )
+    finally:
+        model_set.close()
+    return base_report(
+        "scaling",
+        machine,
+        model_set,
+        rows=rows,
+        settings={
+            "repeats": repeats,
+            "warmup": warmup,
+            "resolutions": resolutions,
+            "batches": batches,
+            "batch_size": batch_size,
+        },
+    )

@@ -8,7 +8,8 @@ JPEG with OpenCV, stack, render, encode each result as JPEG.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -16,7 +17,16 @@ import numpy as np
 
 from dbsi.benchmarks.images import generated_image
 from dbsi.benchmarks.models import Candidate, ModelSet
+from dbsi.benchmarks.report import base_report
+from dbsi.benchmarks.run_report import (
+    look_at_machine,
+    open_models,
+    progress_bar,
+    require_candidates,
+    timing_settings,
+)
 from dbsi.benchmarks.timing import LatencyStats, PeakMemory, measure, wall_clock
+from dbsi.runtime.images import decode_image
 
 DEFAULT_SIZES = ((1024, 1536), (1024, 1575))
 JPEG_QUALITY = 95
@@ -71,7 +81,7 @@ def encode_jpeg(image: np.ndarray) -> bytes:
 
 def file_to_file(candidate: Candidate, jpegs: Sequence[bytes]) -> list[bytes]:
     """Decode, render, encode: what a batch job does per batch, minus the disk."""
-    decoded = [cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR) for j in jpegs]
+    decoded = [decode_image(j).bgr for j in jpegs]
     return encode_jpegs(candidate.render(np.stack(decoded)))
 
 
@@ -205,3 +215,54 @@ def run_speed(
                     )
     add_ratios(rows)
     return rows
+
+
+def speed_report(
+    models: Iterable[Path],
+    cache: Path,
+    sizes: list[tuple[int, int]],
+    batches: list[int],
+    *,
+    repeats: int | None,
+    warmup: int | None,
+    with_codec: bool = True,
+    pytorch_only: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """``bokeh-bench speed``: open ``models`` (the PyTorch renders only with ``pytorch_only``),
+    time them with ``run_speed`` and return the report. ``repeats`` and ``warmup`` default by
+    machine (``run_report.timing_settings``)."""
+    machine, gpu = look_at_machine()
+    repeats, warmup = timing_settings(repeats, warmup, gpu)
+    model_set = open_models(
+        models, cache, gpu, log, torch_variants=True, with_backends=not pytorch_only
+    )
+    require_candidates(model_set)
+    calls = len(sizes) * len(batches) * len(model_set.candidates) * repeats
+    calls *= 2 if with_codec else 1
+    try:
+        with progress_bar(calls, "speed", "call") as bar:
+            rows = run_speed(
+                model_set,
+                sizes,
+                batches,
+                repeats=repeats,
+                warmup=warmup,
+                with_codec=with_codec,
+                progress=bar.update,
+                log=log,
+            )
+    finally:
+        model_set.close()
+    report = base_report(
+        "speed",
+        machine,
+        model_set,
+        rows=rows,
+        settings={"repeats": repeats, "warmup": warmup, "sizes": sizes, "batches": batches},
+    )
+    report["notes"].append(
+        f"{repeats} measured calls after {warmup} warm-up per row; p90/p99 by linear "
+        "interpolation (numpy 'linear'); x ref = reference median / row median."
+    )
+    return report

@@ -10,7 +10,6 @@ with an ONNX Runtime session, and judge them with ``dbsi.export.parity``.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -190,7 +189,7 @@ def run_checks(
     path = Path(path)
     model = onnx.load(str(path))
     metadata = model_metadata(model, name or str(path))
-    precision = metadata["dbsi.precision"]
+    precision = metadata.precision
     report = CheckReport(name or str(path))
     report.add(
         "onnx.checker (full)", _problems_of(lambda: onnx.checker.check_model(str(path), True))
@@ -199,10 +198,10 @@ def run_checks(
         "shape inference (strict)",
         _problems_of(lambda: onnx.shape_inference.infer_shapes(model, True, True)),
     )
-    report.add("graph I/O", io_problems(model, json.loads(metadata["dbsi.outputs"])))
+    report.add("graph I/O", io_problems(model, list(metadata.outputs)))
     report.add(
         "TensorRT parser rules",
-        tensorrt_problems(model, int(metadata["dbsi.min_input_side"])),
+        tensorrt_problems(model, metadata.min_input_side),
         "UINT8 only at the I/O through Casts, supported ops and types, Resize by sizes, "
         "constant pads and axes, zero points 0",
     )

@@ -154,7 +154,7 @@ def check_command(model: Path, checkpoint: Path | None) -> None:
     """Re-run the export checks on MODEL (checker, shape inference, TensorRT parser rules, ONNX
     Runtime against the PyTorch render of CHECKPOINT on real photos)."""
     from dbsi.export.checks import CheckFailed, check_photos, run_checks
-    from dbsi.export.metadata import read_metadata, render_config
+    from dbsi.export.metadata import read_metadata
     from dbsi.runtime.provenance import file_sha256
     from dbsi.train.checkpoint import read_checkpoint, renderer_from_checkpoint
 
@@ -163,12 +163,12 @@ def check_command(model: Path, checkpoint: Path | None) -> None:
         renderer = None
         if checkpoint is not None:
             payload = read_checkpoint(checkpoint)
-            if file_sha256(checkpoint) != metadata["dbsi.checkpoint_sha256"]:
+            if file_sha256(checkpoint) != metadata.checkpoint_sha256:
                 raise ValueError(
                     f"{model}: was exported from another checkpoint than {checkpoint} "
-                    f"(sha256 {metadata['dbsi.checkpoint_sha256'][:12]}...)"
+                    f"(sha256 {metadata.checkpoint_sha256[:12]}...)"
                 )
-            config = render_config(metadata)
+            config = metadata.config
             # The export may have chosen another render mode; everything else must agree.
             if {**payload["config"], "mode": config["mode"]} != config:
                 raise ValueError(f"{model}: render config differs from {checkpoint}'s")
@@ -271,9 +271,9 @@ def engine_command(
     except BuildFailed as exc:
         fail(str(exc), code=1)
     click.echo(
-        f"wrote {output} and {output.name}.json: TensorRT {sidecar['tensorrt_version']}, "
-        f"{sidecar['gpu_name']} (sm {sidecar['compute_capability']}), {sidecar['precision']}, "
-        f"TF32 {'on' if tf32 else 'off'}, built in {sidecar['build_seconds']:.1f} s; "
+        f"wrote {output} and {output.name}.json: TensorRT {sidecar.tensorrt_version}, "
+        f"{sidecar.gpu_name} (sm {sidecar.compute_capability}), {sidecar.precision}, "
+        f"TF32 {'on' if tf32 else 'off'}, built in {sidecar.build_seconds:.1f} s; "
         f"timing cache {cache}"
     )
 
@@ -284,15 +284,15 @@ def engine_command(
 def info_command(file: Path, as_json: bool) -> None:
     """Print an ONNX's dbsi metadata, or an engine's sidecar (FILE is the engine or its .json)."""
     from dbsi.export.metadata import read_metadata
-    from dbsi.runtime.backend import BackendError
-    from dbsi.runtime.tensorrt_backend import read_sidecar
+    from dbsi.runtime.errors import BackendError
+    from dbsi.runtime.sidecar import ENGINE_SUFFIXES, read_sidecar
 
     try:
-        if file.suffix in (".engine", ".plan", ".trt", ".json"):
+        if file.suffix in (*ENGINE_SUFFIXES, ".json"):
             # For display: the engine file itself is not needed, so its hash is not checked.
-            info = read_sidecar(file)
+            info = read_sidecar(file).to_dict()
         else:
-            info = read_metadata(file)
+            info = read_metadata(file).to_props()
     except (ValueError, BackendError) as exc:
         fail(str(exc))
     if as_json:

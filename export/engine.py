@@ -11,28 +11,23 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from dbsi.export.metadata import read_metadata
-from dbsi.runtime.atomic import atomic_write_bytes, atomic_write_text
-from dbsi.runtime.backend import BackendError
+from dbsi.runtime.atomic import atomic_write_bytes
 from dbsi.runtime.contract import INPUT_NAME
 from dbsi.runtime.cuda_device import INSTALL_HINT, import_cudart, local_gpu
+from dbsi.runtime.errors import BackendError
 from dbsi.runtime.profile import Profile
 from dbsi.runtime.provenance import file_sha256, toolkit_version
 
 # The sidecar's reader (the runtime's TensorRT backend) defines its name and format; the GPU
 # query is the one it compares the sidecar with.
-from dbsi.runtime.tensorrt_backend import (
-    SIDECAR_FORMAT,
-    SIDECAR_FORMAT_VERSION,
-    sidecar_path,
-    version_tuple,
-)
+from dbsi.runtime.sidecar import EngineSidecar, write_sidecar
+from dbsi.runtime.tensorrt_backend import version_tuple
 
 DEFAULT_WORKSPACE_GIB = 4.0
 
@@ -128,7 +123,7 @@ def build_engine(
     tf32: bool = False,
     version_compatible: bool = False,
     log: Callable[[str], None] = print,
-) -> dict[str, Any]:
+) -> EngineSidecar:
     """Build ``engine_path`` and ``<engine_path>.json`` from the ONNX at ``onnx_path``;
     returns the sidecar. Raises ``EnvironmentProblem`` (nothing can be built here),
     ``ValueError`` (the ONNX is not ours) or ``BuildFailed``."""
@@ -152,13 +147,12 @@ def build_engine(
         raise BuildFailed(f"{onnx_path}: TensorRT refused the optimisation profile {profile}")
     cache_path = Path(timing_cache) if timing_cache else None
     cached = cache_path.read_bytes() if cache_path and cache_path.is_file() else b""
-    # Held until the build ends: the config keeps only a pointer to the cache.
-    timing_cache_held, cache_loaded = attach_timing_cache(
+    # Held until the function returns, whatever the bindings keep alive on their side.
+    _timing_cache, cache_loaded = attach_timing_cache(
         config, cached, str(cache_path or "timing cache"), log
     )
 
     serialized = builder.build_serialized_network(network, config)
-    del timing_cache_held
     if serialized is None:
         raise BuildFailed(f"{onnx_path}: TensorRT failed to build the engine (see its log above)")
     engine_bytes = bytes(serialized)
@@ -166,27 +160,26 @@ def build_engine(
 
     if cache_path is not None:
         atomic_write_bytes(cache_path, bytes(config.get_timing_cache().serialize()))
-    sidecar = {
-        "format": SIDECAR_FORMAT,
-        "format_version": SIDECAR_FORMAT_VERSION,
-        "tensorrt_version": trt.__version__,
-        **gpu,
-        "precision": onnx_metadata["dbsi.precision"],
-        "tf32": tf32,
-        "profile": profile,
-        "workspace_bytes": int(workspace_bytes),
-        "timing_cache_bytes_loaded": len(cached) if cache_loaded else 0,
-        "version_compatible": version_compatible,
-        "onnx_sha256": file_sha256(onnx_path),
-        "engine_sha256": hashlib.sha256(engine_bytes).hexdigest(),
-        "onnx_metadata": onnx_metadata,
-        "build_seconds": round(build_seconds, 3),
-        "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "toolkit_version": toolkit_version(),
-    }
+    sidecar = EngineSidecar(
+        tensorrt_version=trt.__version__,
+        gpu_name=gpu["gpu_name"],
+        compute_capability=gpu["compute_capability"],
+        profile=profile,
+        version_compatible=version_compatible,
+        engine_sha256=hashlib.sha256(engine_bytes).hexdigest(),
+        onnx_metadata=onnx_metadata,
+        precision=onnx_metadata.precision,
+        tf32=tf32,
+        workspace_bytes=int(workspace_bytes),
+        timing_cache_bytes_loaded=len(cached) if cache_loaded else 0,
+        onnx_sha256=file_sha256(onnx_path),
+        build_seconds=round(build_seconds, 3),
+        built_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        toolkit_version=toolkit_version(),
+    )
     atomic_write_bytes(engine_path, engine_bytes)
     try:
-        atomic_write_text(sidecar_path(engine_path), json.dumps(sidecar, indent=2) + "\n")
+        write_sidecar(engine_path, sidecar)
     except BaseException:
         # Never leave an engine without the sidecar that matches it.
         engine_path.unlink(missing_ok=True)

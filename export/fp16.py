@@ -24,7 +24,7 @@ import onnx
 from onnx import TensorProto
 from onnxconverter_common import float16
 
-from dbsi.export.metadata import set_metadata
+from dbsi.export.metadata import has_metadata, model_metadata, set_metadata
 
 
 def fp32_node_names(model: onnx.ModelProto) -> list[str]:
@@ -108,7 +108,7 @@ def restore_float_outputs(model: onnx.ModelProto, float_outputs: set[str]) -> No
 
 
 def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
-    """An FP16 copy of an fp32 export; its ``dbsi.precision`` (when present) says fp16."""
+    """An FP16 copy of an fp32 export; its ``dbsi.*`` metadata (when present) says fp16."""
     source = onnx.ModelProto()
     source.CopyFrom(model)
     drop_initializer_value_info(source)
@@ -126,7 +126,7 @@ def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
         )
     retarget_float_casts(converted)
     restore_float_outputs(converted, float_outputs)
-    props = {p.key: p.value for p in converted.metadata_props if p.key.startswith("dbsi.")}
-    if "dbsi.precision" in props:
-        set_metadata(converted, {**props, "dbsi.precision": "fp16"})
+    if has_metadata(model):
+        metadata = model_metadata(model, "the fp32 export")
+        set_metadata(converted, metadata.replace(precision="fp16"))
     return converted

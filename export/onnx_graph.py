@@ -7,19 +7,24 @@ normalisation, resizing, weight prediction, blurs and blend all live inside.
 
 from __future__ import annotations
 
-import json
 import logging
 import warnings
 from pathlib import Path
-from typing import Any
 
 import onnx
 import torch
 from torch import nn
 
-from dbsi.export.metadata import build_metadata, set_metadata
+from dbsi.export.metadata import set_metadata
 from dbsi.runtime.atomic import atomic_path
-from dbsi.runtime.contract import INPUT_NAME, MAX_BATCH, MAX_SIDE, OUTPUT_NAME, WEIGHTS_NAME
+from dbsi.runtime.contract import (
+    INPUT_NAME,
+    MAX_BATCH,
+    MAX_SIDE,
+    OUTPUT_NAME,
+    WEIGHTS_NAME,
+    GraphMetadata,
+)
 from dbsi.runtime.provenance import toolkit_version
 from dbsi.train.render import BokehRenderer
 
@@ -120,8 +125,8 @@ def checkpoint_onnx(
     ``bokeh-export onnx`` checks and writes, and what ``bokeh-bench`` caches."""
     model = trace_onnx(renderer, with_weights=with_weights)
     config = renderer.config
-    metadata = build_metadata(
-        config.to_dict(),
+    metadata = GraphMetadata(
+        config=config.to_dict(),
         min_input_side=config.min_input_side,
         max_input_side=MAX_SIDE,
         outputs=output_names(with_weights),
@@ -137,19 +142,3 @@ def write_onnx(model: onnx.ModelProto, path: str | Path) -> None:
     """Save ``model`` atomically: a reader never sees half a file."""
     with atomic_path(path) as tmp:
         onnx.save(model, str(tmp))
-
-
-def export_onnx(
-    renderer: BokehRenderer,
-    path: str | Path,
-    *,
-    with_weights: bool = False,
-    metadata: dict[str, Any] | None = None,
-) -> onnx.ModelProto:
-    """Export ``renderer`` (see ``trace_onnx``) and write it atomically with ``metadata`` as
-    ``dbsi.*`` metadata_props (values that are not strings are JSON-encoded)."""
-    model = trace_onnx(renderer, with_weights=with_weights)
-    encoded = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
-    set_metadata(model, encoded)
-    write_onnx(model, path)
-    return model

@@ -7,10 +7,11 @@ Plain numpy, so the lean runtime side may import it too.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
+
+from dbsi.benchmarks.metrics import psnr
 
 # fp32: every pixel within 2 levels, and at most 0.1% of pixels more than 1 level off (a pixel
 # counts as off when any of its channels is). fp16: PSNR against the fp32 reference.
@@ -38,12 +39,11 @@ def parity_stats(reference: np.ndarray, candidate: np.ndarray) -> dict[str, Any]
             f"parity compares uint8 images, got {reference.dtype} and {candidate.dtype}"
         )
     diff = np.abs(reference.astype(np.int16) - candidate.astype(np.int16))
-    mse = float(np.mean(diff.astype(np.float64) ** 2))
     per_pixel = diff.max(axis=-1)
     return {
         "max_abs_error": int(diff.max()),
         "mean_abs_error": float(diff.mean()),
-        "psnr_db": math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse),
+        "psnr_db": psnr(reference, candidate),
         "share_over_1_level": float(np.mean(per_pixel > 1)),
         "pixels": int(per_pixel.size),
     }

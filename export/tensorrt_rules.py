@@ -13,11 +13,15 @@ rules here; each rule cites where NVIDIA states it:
   support UINT8 inputs, even data-movement ops like reshape / transpose".
 - [double] the same page: DOUBLE has "limited support", cast down to FLOAT with clamping; a
   render has no use for it, so any DOUBLE tensor is a mistake.
-- [resize] the Resize row: transformation modes, modes, nearest modes, aspect ratio policy,
-  "Antialiasing is not supported"; resizing by ``sizes`` (not ``scales``) keeps a
+- [resize] the Resize row: transformation modes, nearest modes, aspect ratio policy,
+  "Antialiasing is not supported"; the modes nearest, linear and cubic, and tf_half_pixel_for_nn
+  only with round_prefer_floor (``onnxOpCheckers.cpp``, Resize, which accepts cubic though the
+  table lists only nearest and linear). Resizing by ``sizes`` (not ``scales``) keeps a
   dynamic-shape graph's output size exact, and a reflect pad must stay below the padded side.
-- [axes] Slice, Squeeze, Pad: "``axes`` must be an initializer"; Unsqueeze: "a constant tensor".
-- [pool] AveragePool, MaxPool: "``dilations`` must be empty or all ones".
+- [axes] Slice, Squeeze, Pad, CumSum and the Reduce operators: "``axes`` must be an
+  initializer"; Unsqueeze: "a constant tensor".
+- [pool] AveragePool, MaxPool: "``dilations`` must be empty or all ones"; MaxPool: "``Indices``
+  output tensor unsupported".
 - [qdq] QuantizeLinear: "``y_zero_point`` must be 0"; DequantizeLinear: "``x_zero_point``
   must be zero", input INT8, FP8 or INT4.
 - [constant] Constant: "``sparse_value``, ``value_string``, and ``value_strings`` attributes
@@ -92,23 +96,35 @@ RESIZE_TRANSFORMS = {
     "asymmetric",
     "align_corners",
 }
-RESIZE_MODES = {"nearest", "linear"}
+RESIZE_MODES = {"nearest", "linear", "cubic"}
 RESIZE_NEAREST_MODES = {"floor", "ceil", "round_prefer_floor", "round_prefer_ceil"}
 
 # [axes]: operators whose input at this index, when given, must be a constant.
-CONSTANT_INPUTS = {"Slice": (3, "axes"), "Squeeze": (1, "axes"), "Unsqueeze": (1, "axes")}
+CONSTANT_INPUTS = {
+    "Slice": (3, "axes"),
+    "Squeeze": (1, "axes"),
+    "Unsqueeze": (1, "axes"),
+    "CumSum": (1, "axis"),
+    **{
+        f"Reduce{kind}": (1, "axes")
+        for kind in ("L1", "L2", "LogSum", "LogSumExp", "Max", "Mean", "Min", "Prod", "Sum")
+    },
+    "ReduceSumSquare": (1, "axes"),
+}
 # Pad's ``axes`` is input 3; its ``pads`` (input 1) must be constant for our reflect-pad rule.
 PAD_AXES_INPUT = 3
 
 
 def constant_values(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    """Initializers and ``Constant`` node outputs by tensor name."""
+    """Initializers and ``Constant`` node outputs by tensor name (whichever ``value*``
+    attribute the Constant uses)."""
     values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     for node in model.graph.node:
-        if node.op_type == "Constant":
-            for attr in node.attribute:
-                if attr.name == "value":
-                    values[node.output[0]] = numpy_helper.to_array(attr.t)
+        if node.op_type == "Constant" and node.attribute:
+            value = onnx.helper.get_attribute_value(node.attribute[0])
+            if isinstance(value, onnx.TensorProto):
+                value = numpy_helper.to_array(value)
+            values[node.output[0]] = np.asarray(value)
     return values
 
 
@@ -128,6 +144,17 @@ def tensor_types(model: onnx.ModelProto) -> dict[str, int]:
                 if attr.name == "value":
                     types[node.output[0]] = attr.t.data_type
     return types
+
+
+def all_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """The graph's nodes and those of every subgraph (If and Loop bodies), depth first."""
+    nodes = []
+    for node in graph.node:
+        nodes.append(node)
+        for attr in node.attribute:
+            for subgraph in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                nodes += all_nodes(subgraph)
+    return nodes
 
 
 def _type_name(elem_type: int) -> str:
@@ -182,7 +209,7 @@ def operator_problems(model: onnx.ModelProto, types: dict[str, int]) -> list[str
     """[ops] and [double]: every operator in the support matrix, its data input of a type the
     matrix lists for it, no DOUBLE tensor anywhere."""
     problems = []
-    for node in model.graph.node:
+    for node in all_nodes(model.graph):
         if node.domain not in ("", "ai.onnx"):
             problems.append(f"{_label(node)}: custom domain '{node.domain}' needs a plugin")
             continue
@@ -216,6 +243,8 @@ def attribute_problems(
         elif node.op_type in ("AveragePool", "MaxPool"):
             if any(d != 1 for d in attrs.get("dilations", [])):
                 problems.append(f"{label}: dilations {attrs['dilations']} are not all ones")
+            if len(node.output) > 1 and node.output[1]:
+                problems.append(f"{label}: the Indices output is not supported")
         elif node.op_type in ("QuantizeLinear", "DequantizeLinear"):
             problems += _zero_point_problems(node, constants, label)
         elif node.op_type == "Constant":
@@ -243,10 +272,15 @@ def _resize_problems(node: onnx.NodeProto, attrs: dict, label: str) -> list[str]
         ("nearest_mode", "round_prefer_floor", RESIZE_NEAREST_MODES),
         ("keep_aspect_ratio_policy", "stretch", {"stretch"}),
     )
-    for name, default, allowed in checks:
-        value = _text(attrs.get(name, default))
-        if value not in allowed:
-            problems.append(f"{label}: {name} '{value}' is not one of {sorted(allowed)}")
+    values = {name: _text(attrs.get(name, default)) for name, default, _ in checks}
+    for name, _, allowed in checks:
+        if values[name] not in allowed:
+            problems.append(f"{label}: {name} '{values[name]}' is not one of {sorted(allowed)}")
+    if (
+        values["coordinate_transformation_mode"] == "tf_half_pixel_for_nn"
+        and values["nearest_mode"] != "round_prefer_floor"
+    ):
+        problems.append(f"{label}: tf_half_pixel_for_nn needs nearest_mode round_prefer_floor")
     scales = node.input[2] if len(node.input) > 2 else ""
     sizes = node.input[3] if len(node.input) > 3 else ""
     if scales and not sizes:

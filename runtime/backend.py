@@ -1,4 +1,5 @@
-"""The one small interface every inference backend implements, and the dispatch that opens one.
+"""The one small interface every inference backend implements (``dbsi.runtime.registry``
+opens them).
 
 A backend takes a batch of decoded pixels exactly as OpenCV gives them (uint8, N x H x W x 3,
 BGR) and returns the graph's outputs by name (``bokeh``: uint8 N x H x W x 3 BGR; optionally
@@ -9,74 +10,12 @@ from the artefact's ``dbsi.*`` metadata, never from this code.
 from __future__ import annotations
 
 import abc
-import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dbsi.runtime.contract import (
-    INPUT_LAYOUT,
-    MAX_BATCH,
-    ONNX_FORMAT,
-    ONNX_FORMAT_VERSION,
-    OUTPUT_NAME,
-    PRECISIONS,
-    REQUIRED_KEYS,
-)
-
-BACKENDS = ("auto", "onnxruntime", "tensorrt")
-
-
-class BackendError(RuntimeError):
-    """The model cannot be opened here: bad artefact, missing library or device, refused engine.
-
-    The message is one line that names the file and the problem."""
-
-
-class MetadataError(BackendError, ValueError):
-    """An artefact's ``dbsi.*`` metadata is missing or describes a graph this toolkit cannot
-    feed. A ValueError too, since the exporter treats it as bad input."""
-
-
-def check_dbsi_metadata(metadata: dict[str, str], source: str) -> dict[str, str]:
-    """Return the ``dbsi.*`` entries of ``metadata`` once every one docs/ARTEFACTS.md lists is
-    present and well formed; MetadataError naming ``source`` otherwise. The one validation
-    shared by the exporter (``bokeh-export check/info/engine``) and every backend."""
-    dbsi = {k: v for k, v in metadata.items() if k.startswith("dbsi.")}
-    if dbsi.get("dbsi.format") != ONNX_FORMAT:
-        raise MetadataError(
-            f"{source}: not a DBSI model (no 'dbsi.format' = '{ONNX_FORMAT}' in its metadata); "
-            "export it with bokeh-export"
-        )
-    version = dbsi.get("dbsi.format_version")
-    if version != str(ONNX_FORMAT_VERSION):
-        raise MetadataError(
-            f"{source}: DBSI ONNX format version {version} is not supported "
-            f"(this toolkit reads version {ONNX_FORMAT_VERSION})"
-        )
-    missing = [key for key in REQUIRED_KEYS if key not in dbsi]
-    if missing:
-        raise MetadataError(f"{source}: DBSI metadata lacks {', '.join(missing)}")
-    for key, expected in INPUT_LAYOUT.items():
-        if dbsi[key] != expected:
-            raise MetadataError(f"{source}: {key} is {dbsi[key]!r}, this toolkit feeds {expected}")
-    try:
-        config = json.loads(dbsi["dbsi.config"])
-        outputs = json.loads(dbsi["dbsi.outputs"])
-        sides = int(dbsi["dbsi.min_input_side"]), int(dbsi["dbsi.max_input_side"])
-    except ValueError as exc:
-        raise MetadataError(f"{source}: malformed DBSI metadata ({exc})") from exc
-    if not isinstance(config, dict) or "kernel_sizes" not in config:
-        raise MetadataError(f"{source}: dbsi.config is not a render config")
-    if not isinstance(outputs, list) or OUTPUT_NAME not in outputs:
-        raise MetadataError(f"{source}: dbsi.outputs {outputs!r} does not list '{OUTPUT_NAME}'")
-    if not 0 < sides[0] <= sides[1]:
-        raise MetadataError(f"{source}: input side limits {sides} make no sense")
-    if dbsi["dbsi.precision"] not in PRECISIONS:
-        raise MetadataError(f"{source}: unknown precision {dbsi['dbsi.precision']!r}")
-    return dbsi
+from dbsi.runtime.contract import MAX_BATCH, GraphMetadata
 
 
 def describe_shape_problem(
@@ -101,19 +40,19 @@ class Backend(abc.ABC):
 
     #: e.g. "onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt"
     name: str
-    #: the artefact's ``dbsi.*`` metadata (strings, JSON where ARTEFACTS.md says so)
-    metadata: dict[str, str]
+    #: the artefact's metadata (docs/ARTEFACTS.md)
+    metadata: GraphMetadata
     #: output names, in the graph's order
     outputs: list[str]
 
     @property
     def config(self) -> dict[str, Any]:
-        """The render config the artefact carries (``dbsi.config``)."""
-        return json.loads(self.metadata["dbsi.config"])
+        """The render config the artefact carries."""
+        return self.metadata.config
 
     @property
     def precision(self) -> str:
-        return self.metadata.get("dbsi.precision", "fp32")
+        return self.metadata.precision
 
     @property
     @abc.abstractmethod
@@ -139,9 +78,15 @@ class Backend(abc.ABC):
     def accepts(self, shape: Sequence[int]) -> str | None:
         """None when a batch of this N x H x W x 3 shape can run, else the reason it cannot."""
 
-    @abc.abstractmethod
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """Run one uint8 N x H x W x 3 BGR batch; returns every output by name."""
+        """Run one uint8 N x H x W x 3 BGR batch; returns every output by name. ValueError
+        when the batch is not one this model takes."""
+        self.check_batch(batch)
+        return self._run(batch)
+
+    @abc.abstractmethod
+    def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Run a batch that ``check_batch`` accepted."""
 
     @abc.abstractmethod
     def close(self) -> None:
@@ -163,46 +108,3 @@ class Backend(abc.ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} on {self.device}, outputs {self.outputs}>"
-
-
-def open_backend(
-    path: str | Path,
-    backend: str = "auto",
-    provider: str | None = None,
-    allow_host_code: bool = False,
-) -> Backend:
-    """Open a model for inference.
-
-    ``.onnx`` runs on ONNX Runtime (``provider``: "cpu", "cuda", "tensorrt" or None for the best
-    one available); ``.engine`` runs on native TensorRT, loaded only with its
-    ``model.engine.json`` sidecar. ``allow_host_code`` permits version-compatible engines,
-    whose loading runs code shipped inside the engine. Raises BackendError.
-    """
-    path = Path(path)
-    if backend not in BACKENDS:
-        raise BackendError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
-    if not path.is_file():
-        raise BackendError(f"{path}: no such model file")
-    suffix = path.suffix.lower()
-    if backend == "auto":
-        if suffix == ".onnx":
-            backend = "onnxruntime"
-        elif suffix in (".engine", ".plan", ".trt"):
-            backend = "tensorrt"
-        else:
-            raise BackendError(
-                f"{path}: unknown model type {suffix!r} (expected .onnx or .engine); "
-                "name the backend with --backend"
-            )
-    if backend == "onnxruntime":
-        from dbsi.runtime.onnxruntime_backend import OnnxRuntimeBackend
-
-        return OnnxRuntimeBackend(path, provider=provider)
-    if provider is not None:
-        raise BackendError(
-            f"{path}: --provider applies to ONNX Runtime; the tensorrt backend runs the engine "
-            "natively"
-        )
-    from dbsi.runtime.tensorrt_backend import TensorRTBackend
-
-    return TensorRTBackend(path, allow_host_code=allow_host_code)

@@ -9,11 +9,12 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from dbsi.runtime.backend import BACKENDS, BackendError, open_backend
 from dbsi.runtime.contract import MAX_BATCH, WEIGHTS_NAME
+from dbsi.runtime.errors import BackendError
 from dbsi.runtime.images import DEFAULT_QUALITY, ImageError, check_opencv
 from dbsi.runtime.onnxruntime_backend import PROVIDERS
 from dbsi.runtime.pipeline import RunOptions, plan_jobs, remove_stale_partials, run_jobs
+from dbsi.runtime.registry import BACKENDS, open_backend
 from dbsi.runtime.sources import collect_sources, parse_shard, select_shard
 
 FORMATS = ("jpg", "jpeg", "png", "tif", "tiff", "webp", "bmp")
@@ -136,7 +137,9 @@ def main(
         click.echo(f"bokeh-run: {exc}", err=True)
         sys.exit(EXIT_USAGE)
     try:
-        backend = open_backend(model, backend_name, provider, allow_host_code)
+        backend = open_backend(
+            model, backend_name, provider=provider, allow_host_code=allow_host_code
+        )
     except BackendError as exc:
         click.echo(f"bokeh-run: {exc}", err=True)
         sys.exit(EXIT_USAGE)

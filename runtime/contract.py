@@ -1,34 +1,174 @@
-"""The pixels-in, pixels-out contract that every exported graph follows and every backend
-feeds (docs/ARTEFACTS.md). The exporter writes it and the runtime reads it: both import these
-names from here, which needs no torch."""
+"""The ONNX graph artefact's contract: what every exported graph takes and returns, and the
+``dbsi.*`` metadata_props that describe it (docs/ARTEFACTS.md). The exporter writes it, every
+backend and the benchmarks read it; this is the only module that spells a metadata key.
+No torch, no onnx: plain Python the lean runtime imports.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from dbsi.runtime.errors import MetadataError
 
 ONNX_FORMAT = "dbsi-onnx"
 ONNX_FORMAT_VERSION = 1
+ONNX_SUFFIX = ".onnx"
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "bokeh"
 WEIGHTS_NAME = "weights"
 
 PRECISIONS = ("fp32", "fp16")
-# Every ``dbsi.*`` metadata entry an export writes (docs/ARTEFACTS.md).
-REQUIRED_KEYS = (
-    "dbsi.format",
-    "dbsi.format_version",
-    "dbsi.config",
-    "dbsi.layout",
-    "dbsi.color_order",
-    "dbsi.input_dtype",
-    "dbsi.min_input_side",
-    "dbsi.max_input_side",
-    "dbsi.outputs",
-    "dbsi.precision",
-    "dbsi.checkpoint_sha256",
-    "dbsi.toolkit_version",
-)
 
 # What the runtime feeds every graph: it decodes with OpenCV and never converts.
-INPUT_LAYOUT = {"dbsi.layout": "NHWC", "dbsi.color_order": "BGR", "dbsi.input_dtype": "uint8"}
+LAYOUT, COLOR_ORDER, INPUT_DTYPE = "NHWC", "BGR", "uint8"
 
 # Limits of the exported graph's dynamic dimensions (the minimum side comes from the config).
 MAX_BATCH = 256
 MAX_SIDE = 8192
+
+PREFIX = "dbsi."
+
+
+def check_format(
+    document: Mapping[str, Any],
+    source: str,
+    *,
+    what: str,
+    format_key: str,
+    format_tag: str,
+    version_key: str,
+    version: Any,
+    required: Sequence[str],
+    fix: str,
+) -> None:
+    """The check every artefact starts with: its format tag, its format version, then every
+    required key; MetadataError naming ``source`` and the first problem otherwise. ``what``
+    names the artefact in messages, ``fix`` says what to do about a foreign file."""
+    if document.get(format_key) != format_tag:
+        raise MetadataError(
+            f"{source}: not a DBSI {what} (no '{format_key}' = '{format_tag}'); {fix}"
+        )
+    found = document.get(version_key)
+    if found != version:
+        raise MetadataError(
+            f"{source}: DBSI {what} format version {found} is not supported (this toolkit reads "
+            f"version {version})"
+        )
+    missing = [key for key in required if key not in document]
+    if missing:
+        raise MetadataError(f"{source}: DBSI {what} lacks {', '.join(missing)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class GraphMetadata:
+    """The ``dbsi.*`` metadata of an exported graph, typed.
+
+    ``config`` is the render config (``BokehConfig.to_dict()``); ``outputs`` the graph's output
+    names in order; the input sides bound what the graph accepts."""
+
+    config: dict[str, Any]
+    min_input_side: int
+    max_input_side: int
+    outputs: tuple[str, ...]
+    precision: str
+    checkpoint_sha256: str
+    toolkit_version: str
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        object.__setattr__(self, "outputs", tuple(self.outputs))
+
+    def to_props(self) -> dict[str, str]:
+        """The metadata_props entries, every value a string (JSON where structured)."""
+        return {
+            f"{PREFIX}format": ONNX_FORMAT,
+            f"{PREFIX}format_version": str(ONNX_FORMAT_VERSION),
+            f"{PREFIX}config": json.dumps(self.config, sort_keys=True),
+            f"{PREFIX}layout": LAYOUT,
+            f"{PREFIX}color_order": COLOR_ORDER,
+            f"{PREFIX}input_dtype": INPUT_DTYPE,
+            f"{PREFIX}min_input_side": str(self.min_input_side),
+            f"{PREFIX}max_input_side": str(self.max_input_side),
+            f"{PREFIX}outputs": json.dumps(list(self.outputs)),
+            f"{PREFIX}precision": self.precision,
+            f"{PREFIX}checkpoint_sha256": self.checkpoint_sha256,
+            f"{PREFIX}toolkit_version": self.toolkit_version,
+        }
+
+    @classmethod
+    def from_props(cls, props: Mapping[str, str], source: str) -> GraphMetadata:
+        """Read and validate the ``dbsi.*`` entries of ``props`` (other keys are ignored);
+        MetadataError naming ``source`` when one is missing, malformed, or describes a graph
+        this toolkit cannot feed."""
+        dbsi = {k: v for k, v in props.items() if k.startswith(PREFIX)}
+        check_format(
+            dbsi,
+            source,
+            what="model",
+            format_key=f"{PREFIX}format",
+            format_tag=ONNX_FORMAT,
+            version_key=f"{PREFIX}format_version",
+            version=str(ONNX_FORMAT_VERSION),
+            required=REQUIRED_KEYS,
+            fix="export it with bokeh-export",
+        )
+        for key, expected in (("layout", LAYOUT), ("color_order", COLOR_ORDER)):
+            if dbsi[PREFIX + key] != expected:
+                raise MetadataError(
+                    f"{source}: {PREFIX}{key} is {dbsi[PREFIX + key]!r}, this toolkit feeds "
+                    f"{expected}"
+                )
+        if dbsi[f"{PREFIX}input_dtype"] != INPUT_DTYPE:
+            raise MetadataError(
+                f"{source}: {PREFIX}input_dtype is {dbsi[f'{PREFIX}input_dtype']!r}, this toolkit "
+                f"feeds {INPUT_DTYPE}"
+            )
+        try:
+            config = json.loads(dbsi[f"{PREFIX}config"])
+            outputs = json.loads(dbsi[f"{PREFIX}outputs"])
+            sides = int(dbsi[f"{PREFIX}min_input_side"]), int(dbsi[f"{PREFIX}max_input_side"])
+        except ValueError as exc:
+            raise MetadataError(f"{source}: malformed DBSI metadata ({exc})") from exc
+        if not isinstance(config, dict) or "kernel_sizes" not in config:
+            raise MetadataError(f"{source}: {PREFIX}config is not a render config")
+        if not isinstance(outputs, list) or OUTPUT_NAME not in outputs:
+            raise MetadataError(
+                f"{source}: {PREFIX}outputs {outputs!r} does not list '{OUTPUT_NAME}'"
+            )
+        if not 0 < sides[0] <= sides[1]:
+            raise MetadataError(f"{source}: input side limits {sides} make no sense")
+        precision = dbsi[f"{PREFIX}precision"]
+        if precision not in PRECISIONS:
+            raise MetadataError(f"{source}: unknown precision {precision!r}")
+        return cls(
+            config=config,
+            min_input_side=sides[0],
+            max_input_side=sides[1],
+            outputs=tuple(outputs),
+            precision=precision,
+            checkpoint_sha256=dbsi[f"{PREFIX}checkpoint_sha256"],
+            toolkit_version=dbsi[f"{PREFIX}toolkit_version"],
+        )
+
+    def replace(self, **changes: Any) -> GraphMetadata:
+        """A copy with ``changes`` (field names) applied."""
+        return dataclasses.replace(self, **changes)
+
+
+# Every entry an export writes (docs/ARTEFACTS.md).
+REQUIRED_KEYS = tuple(
+    GraphMetadata(
+        config={},
+        min_input_side=1,
+        max_input_side=1,
+        outputs=(),
+        precision="fp32",
+        checkpoint_sha256="",
+        toolkit_version="",
+    ).to_props()
+)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dbsi.runtime.backend import BackendError
+from dbsi.runtime.errors import BackendError
 
 INSTALL_HINT = "pip install 'dbsi-bokeh[gpu]' on a machine with an NVIDIA driver"
 

@@ -18,6 +18,8 @@ import numpy as np
 
 from dbsi.runtime.atomic import atomic_write_bytes
 
+# Every format the toolkit reads, in training, export checks, benchmarks and bokeh-run alike.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp")
 ALPHA_FORMATS = (".png", ".tif", ".tiff", ".webp")
 EXIF_ORIENTATION_TAG = 0x0112
 DEFAULT_QUALITY = 95

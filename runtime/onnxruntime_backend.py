@@ -6,14 +6,19 @@ this build offers decide what ``auto`` picks: TensorRT EP, then CUDA, then CPU.
 
 from __future__ import annotations
 
+import ctypes
+import importlib.metadata
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from dbsi.runtime.backend import Backend, BackendError, check_dbsi_metadata, describe_shape_problem
-from dbsi.runtime.contract import INPUT_NAME, MAX_BATCH, OUTPUT_NAME
+from dbsi.runtime.backend import Backend, describe_shape_problem
+from dbsi.runtime.contract import INPUT_NAME, MAX_BATCH, OUTPUT_NAME, GraphMetadata
+from dbsi.runtime.cuda_device import import_cudart, local_gpu
+from dbsi.runtime.errors import BackendError
 from dbsi.runtime.profile import Profile, build_profile, ort_profile_options
 from dbsi.runtime.provenance import file_sha256
 
@@ -44,30 +49,67 @@ def tensorrt_cache_root() -> Path:
     return Path(base) / "dbsi-bokeh" / "ort-tensorrt"
 
 
+def installed_tensorrt_version() -> str:
+    """The TensorRT libraries' version: libnvinfer's own answer (``getInferLibVersion``,
+    (major * 100 + minor) * 100 + patch, NvInferRuntimeBase.h) when the loader finds it, else
+    the installed TensorRT package's version, else "unknown"."""
+    try:
+        code = int(ctypes.CDLL("libnvinfer.so.10").getInferLibVersion())
+        return f"{code // 10000}.{code // 100 % 100}.{code % 100}"
+    except (OSError, AttributeError):
+        pass
+    for package in ("tensorrt", "tensorrt-cu12", "tensorrt-cu13"):
+        try:
+            return importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "unknown"
+
+
+def gpu_label() -> str:
+    """GPU 0's name for cache folder names (cuda-python when installed), else "unknown-gpu"."""
+    try:
+        name, _ = local_gpu(import_cudart())
+    except BackendError:
+        return "unknown-gpu"
+    return re.sub(r"[^A-Za-z0-9.]+", "-", name).strip("-")
+
+
 def tensorrt_provider_options(
-    model_sha256: str, ort_version: str, precision: str, profile: Profile
+    model_sha256: str,
+    ort_version: str,
+    tensorrt_version: str,
+    gpu: str,
+    precision: str,
+    profile: Profile,
 ) -> dict[str, object]:
     """Options for ONNX Runtime's TensorRT provider running one DBSI graph.
 
-    - Engines go to a folder named by the ONNX file's sha256 and the ONNX Runtime version: the
-      provider's own cache key covers the model's file name and tensor names but not its
-      weights (``TRTGenerateId`` in onnxruntime's tensorrt_execution_provider_utils.h), so a
-      re-export to the same path would otherwise load the old engine. The provider adds the
-      TensorRT and CUDA versions to its key and the GPU's compute capability to the file name.
+    - Engines go to a folder named by the ONNX file's sha256, the ONNX Runtime and installed
+      TensorRT versions and the GPU. The provider's own cache key covers the model's file name
+      and tensor names, not its weights, and only the TensorRT version it was compiled against
+      (``TRTGenerateId`` in onnxruntime's tensorrt_execution_provider_utils.h): a re-export to
+      the same path would load the old engine, and after a TensorRT upgrade it fails to
+      deserialize the old one instead of rebuilding it.
     - One explicit profile, the one ``bokeh-export engine`` defaults to: without it the
       provider builds a new engine for each new photo size; with it, a size outside the
-      profile is an error (``accepts`` reports it per picture instead).
-    - The timing cache is shared by every model (its file name carries the compute capability).
-    - FP16 only for a graph exported as fp16: an fp32 graph stays fp32.
+      profile is an error (the backend routes such pictures elsewhere, see ``accepts``).
+    - A timing cache per TensorRT version and GPU, shared by every model.
+    - FP16 only for a graph exported as fp16: an fp32 graph stays fp32. (The provider builds a
+      weakly typed network, so TensorRT may also run the layers the fp16 export kept in fp32
+      at fp16: parity is for ``bokeh-bench parity`` to judge on the GPU.)
     """
     root = tensorrt_cache_root()
-    engines = root / f"{model_sha256[:16]}-ort{ort_version}"
-    engines.mkdir(parents=True, exist_ok=True)
+    machine = f"trt{tensorrt_version}-{gpu}"
+    engines = root / f"{model_sha256[:16]}-ort{ort_version}-{machine}"
+    timing = root / f"timing-{machine}"
+    for folder in (engines, timing):
+        folder.mkdir(parents=True, exist_ok=True)
     return {
         "trt_engine_cache_enable": True,
         "trt_engine_cache_path": str(engines),
         "trt_timing_cache_enable": True,
-        "trt_timing_cache_path": str(root),
+        "trt_timing_cache_path": str(timing),
         "trt_fp16_enable": precision == "fp16",
         **ort_profile_options(profile),
     }
@@ -106,7 +148,7 @@ def _load_error(path: Path, exc: Exception) -> BackendError:
     return BackendError(f"{path}: ONNX Runtime cannot load it ({type(exc).__name__}: {first_line})")
 
 
-def _graph_metadata(ort, path: Path) -> dict[str, str]:
+def _graph_metadata(ort, path: Path) -> GraphMetadata:
     """The graph's ``dbsi.*`` metadata before the real session exists (the TensorRT provider's
     options depend on it): a CPU session without graph optimisations, which only loads."""
     options = ort.SessionOptions()
@@ -116,7 +158,7 @@ def _graph_metadata(ort, path: Path) -> dict[str, str]:
         probe = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types per failure
         raise _load_error(path, exc) from exc
-    return check_dbsi_metadata(dict(probe.get_modelmeta().custom_metadata_map), str(path))
+    return GraphMetadata.from_props(probe.get_modelmeta().custom_metadata_map, str(path))
 
 
 class OnnxRuntimeBackend(Backend):
@@ -133,7 +175,12 @@ class OnnxRuntimeBackend(Backend):
             metadata = _graph_metadata(ort, self.path)
             self._profile = build_profile(metadata)
             tensorrt_options = tensorrt_provider_options(
-                file_sha256(self.path), ort.__version__, metadata["dbsi.precision"], self._profile
+                file_sha256(self.path),
+                ort.__version__,
+                installed_tensorrt_version(),
+                gpu_label(),
+                metadata.precision,
+                self._profile,
             )
         chain = provider_chain(chosen, available, tensorrt_options)
         session_options = ort.SessionOptions()
@@ -144,7 +191,7 @@ class OnnxRuntimeBackend(Backend):
         except Exception as exc:  # onnxruntime raises its own exception types per failure
             raise _load_error(self.path, exc) from exc
         meta = self._session.get_modelmeta().custom_metadata_map
-        self.metadata = check_dbsi_metadata(dict(meta), str(self.path))
+        self.metadata = GraphMetadata.from_props(meta, str(self.path))
         inputs = self._session.get_inputs()
         if [i.name for i in inputs] != [INPUT_NAME] or inputs[0].type != "tensor(uint8)":
             raise BackendError(
@@ -162,8 +209,16 @@ class OnnxRuntimeBackend(Backend):
             )
         self._provider = next(k for k, v in PROVIDERS.items() if v == active)
         self.name = f"onnxruntime-{self._provider}"
-        self._min_side = int(self.metadata["dbsi.min_input_side"])
-        self._max_side = int(self.metadata["dbsi.max_input_side"])
+        self._min_side = self.metadata.min_input_side
+        self._max_side = self.metadata.max_input_side
+        # Chosen automatically, the TensorRT provider hands pictures outside its profile (a
+        # 12 MP photo against the 2048-pixel default) to a CUDA session made on first need;
+        # asked for by name, it keeps to its profile and refuses them one by one.
+        self._fallback_chain = None
+        if provider is None and self._provider == "tensorrt" and PROVIDERS["cuda"] in available:
+            self._fallback_chain = provider_chain("cuda", available)
+        self._fallback = None
+        self._ort, self._session_options = ort, session_options
 
     @property
     def device(self) -> str:
@@ -175,21 +230,35 @@ class OnnxRuntimeBackend(Backend):
             return self._profile["max"][0]
         return MAX_BATCH
 
+    def _outside_profile(self, shape: Sequence[int]) -> str | None:
+        """Why the TensorRT provider's profile does not take ``shape``; None when it does (or
+        when the TensorRT provider is not running)."""
+        if self._provider != "tensorrt" or self._profile is None:
+            return None
+        low, high = self._profile["min"], self._profile["max"]
+        reason = describe_shape_problem(shape, low[:3], high[:3])
+        return None if reason is None else f"{reason} of the TensorRT provider's profile"
+
     def accepts(self, shape: Sequence[int]) -> str | None:
-        if self._provider == "tensorrt" and self._profile is not None:
-            low, high = self._profile["min"], self._profile["max"]
-            reason = describe_shape_problem(shape, low[:3], high[:3])
-            return None if reason is None else f"{reason} of the TensorRT provider's profile"
+        reason = self._outside_profile(shape)
+        if reason is not None and self._fallback_chain is None:
+            return reason
         return describe_shape_problem(
             shape,
             (1, self._min_side, self._min_side),
             (MAX_BATCH, self._max_side, self._max_side),
         )
 
-    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        self.check_batch(batch)
-        values = self._session.run(None, {INPUT_NAME: np.ascontiguousarray(batch)})
+    def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        session = self._session
+        if self._fallback_chain is not None and self._outside_profile(batch.shape) is not None:
+            if self._fallback is None:
+                self._fallback = self._ort.InferenceSession(
+                    str(self.path), self._session_options, providers=self._fallback_chain
+                )
+            session = self._fallback
+        values = session.run(None, {INPUT_NAME: np.ascontiguousarray(batch)})
         return dict(zip(self.outputs, values))
 
     def close(self) -> None:
-        self._session = None
+        self._session = self._fallback = None

@@ -6,7 +6,7 @@ photos and neither rebuilds for each new size.
 
 from __future__ import annotations
 
-from dbsi.runtime.contract import INPUT_NAME
+from dbsi.runtime.contract import INPUT_NAME, GraphMetadata
 
 # Defaults cover single EBB!-sized photos best and batches of up to 4 HD frames (1920x1080 in
 # either orientation); the minimum comes from the ONNX's metadata.
@@ -30,7 +30,7 @@ def parse_shape(text: str) -> tuple[int, int, int, int]:
 
 
 def build_profile(
-    metadata: dict[str, str],
+    metadata: GraphMetadata,
     min_shape: tuple[int, ...] | None = None,
     opt_shape: tuple[int, ...] | None = None,
     max_shape: tuple[int, ...] | None = None,
@@ -41,8 +41,7 @@ def build_profile(
     Defaults give way to given shapes per dimension: a default min or opt never exceeds a
     given max (so ``--max-shape 2x512x512x3`` alone works), a default max never falls below a
     given min or opt."""
-    smallest = int(metadata["dbsi.min_input_side"])
-    largest = int(metadata["dbsi.max_input_side"])
+    smallest, largest = metadata.min_input_side, metadata.max_input_side
     given = {"min": min_shape, "opt": opt_shape, "max": max_shape}
     caps = [s for s in (opt_shape, max_shape) if s]
     floors = [s for s in (min_shape, opt_shape) if s]

@@ -17,7 +17,8 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path, PurePath
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp")
+from dbsi.runtime.images import IMAGE_EXTENSIONS
+
 GLOB_CHARS = re.compile(r"[*?\[]")
 
 

@@ -15,83 +15,17 @@ from __future__ import annotations
 
 import ctypes
 import itertools
-import json
 from collections.abc import Sequence
-from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dbsi.runtime.backend import Backend, BackendError, check_dbsi_metadata, describe_shape_problem
+from dbsi.runtime.backend import Backend, describe_shape_problem
 from dbsi.runtime.contract import INPUT_NAME
 from dbsi.runtime.cuda_device import CudaError, cuda_call, import_cudart, local_gpu
-
-SIDECAR_FORMAT = "dbsi-engine-sidecar"
-SIDECAR_FORMAT_VERSION = 1
-REQUIRED_SIDECAR_KEYS = (
-    "tensorrt_version",
-    "gpu_name",
-    "compute_capability",
-    "profile",
-    "version_compatible",
-    "engine_sha256",
-    "onnx_metadata",
-)
-
-
-def sidecar_path(engine_path: str | Path) -> Path:
-    """``model.engine`` -> ``model.engine.json``."""
-    engine_path = Path(engine_path)
-    return engine_path.with_name(engine_path.name + ".json")
-
-
-def read_sidecar(path: str | Path, engine_bytes: bytes | None = None) -> dict[str, Any]:
-    """Load and check the sidecar of an engine; BackendError naming the file otherwise.
-
-    ``path`` is the engine, or its sidecar when only the sidecar is wanted. With
-    ``engine_bytes`` (the engine file as the caller read it, once, to deserialize those same
-    bytes) their sha256 must be the one the sidecar records; without them (for display,
-    ``bokeh-export info``) the engine file need not be there."""
-    path = Path(path)
-    if engine_bytes is None and path.suffix == ".json":
-        json_path, engine_path = path, path.with_name(path.name[: -len(".json")])
-    else:
-        json_path, engine_path = sidecar_path(path), path
-    if not json_path.is_file():
-        raise BackendError(
-            f"{engine_path}: no sidecar {json_path.name} next to it; an engine is loaded only "
-            "with the sidecar bokeh-export writes (rebuild with: bokeh-export engine)"
-        )
-    try:
-        sidecar = json.loads(json_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise BackendError(f"{json_path}: unreadable sidecar ({exc})") from exc
-    if not isinstance(sidecar, dict) or sidecar.get("format") != SIDECAR_FORMAT:
-        raise BackendError(
-            f"{json_path}: not a DBSI engine sidecar (format is not '{SIDECAR_FORMAT}')"
-        )
-    if sidecar.get("format_version") != SIDECAR_FORMAT_VERSION:
-        raise BackendError(
-            f"{json_path}: sidecar format version {sidecar.get('format_version')!r} is not "
-            f"supported (this toolkit reads version {SIDECAR_FORMAT_VERSION})"
-        )
-    missing = [k for k in REQUIRED_SIDECAR_KEYS if k not in sidecar]
-    if missing:
-        raise BackendError(f"{json_path}: sidecar lacks {', '.join(missing)}")
-    profile = sidecar["profile"]
-    try:
-        for key in ("min", "max"):
-            if len(profile[key]) != 4:
-                raise ValueError(f"profile {key} {profile[key]} is not N x H x W x 3")
-    except (KeyError, TypeError, ValueError) as exc:
-        raise BackendError(f"{json_path}: bad optimisation profile ({exc})") from exc
-    if engine_bytes is not None and sha256(engine_bytes).hexdigest() != sidecar["engine_sha256"]:
-        raise BackendError(
-            f"{engine_path}: its sha256 differs from the one in {json_path.name}; the engine and "
-            "the sidecar do not belong together"
-        )
-    return sidecar
+from dbsi.runtime.errors import BackendError
+from dbsi.runtime.sidecar import read_sidecar
 
 
 class _PinnedBuffer:
@@ -183,9 +117,9 @@ class TensorRTBackend(Backend):
             engine_bytes = self.path.read_bytes()
         except OSError as exc:
             raise BackendError(f"{self.path}: cannot read the engine ({exc.strerror})") from exc
-        self.sidecar = read_sidecar(self.path, engine_bytes)
-        self.metadata = check_dbsi_metadata(dict(self.sidecar["onnx_metadata"]), str(self.path))
-        version_compatible = bool(self.sidecar["version_compatible"])
+        self.sidecar = sidecar = read_sidecar(self.path, engine_bytes)
+        self.metadata = sidecar.onnx_metadata
+        version_compatible = sidecar.version_compatible
         if version_compatible and not allow_host_code:
             raise BackendError(
                 f"{self.path}: built version-compatible, so loading it runs code shipped inside "
@@ -200,12 +134,10 @@ class TensorRTBackend(Backend):
                 f"{self.path}: {exc}; the tensorrt backend needs one (run the .onnx with "
                 "--backend onnxruntime on this machine)"
             ) from exc
-        if gpu_name != self.sidecar["gpu_name"] or capability != str(
-            self.sidecar["compute_capability"]
-        ):
+        if (gpu_name, capability) != (sidecar.gpu_name, sidecar.compute_capability):
             raise BackendError(
-                f"{self.path}: built for {self.sidecar['gpu_name']} (compute capability "
-                f"{self.sidecar['compute_capability']}), this machine has {gpu_name} "
+                f"{self.path}: built for {sidecar.gpu_name} (compute capability "
+                f"{sidecar.compute_capability}), this machine has {gpu_name} "
                 f"({capability}); rebuild the engine here with bokeh-export engine"
             )
         try:
@@ -216,7 +148,7 @@ class TensorRTBackend(Backend):
                 "tensorrt backend needs it"
             ) from exc
         problem = tensorrt_version_problem(
-            str(self.sidecar["tensorrt_version"]), trt.__version__, version_compatible
+            sidecar.tensorrt_version, trt.__version__, version_compatible
         )
         if problem is not None:
             raise BackendError(f"{self.path}: {problem}")
@@ -249,23 +181,22 @@ class TensorRTBackend(Backend):
 
     @property
     def precision(self) -> str:
-        return str(self.sidecar.get("precision", self.metadata.get("dbsi.precision", "fp32")))
+        return self.sidecar.effective_precision
 
     @property
     def min_batch(self) -> int:
-        return int(self.sidecar["profile"]["min"][0])
+        return int(self.sidecar.profile["min"][0])
 
     @property
     def max_batch(self) -> int:
-        return int(self.sidecar["profile"]["max"][0])
+        return int(self.sidecar.profile["max"][0])
 
     def accepts(self, shape: Sequence[int]) -> str | None:
-        profile = self.sidecar["profile"]
+        profile = self.sidecar.profile
         reason = describe_shape_problem(shape, profile["min"][:3], profile["max"][:3])
         return None if reason is None else f"{reason} of the engine's profile"
 
-    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        self.check_batch(batch)
+    def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         cudart, context = self._cudart, self._context
         if not context.set_input_shape(INPUT_NAME, tuple(batch.shape)):
             raise RuntimeError(f"{self.path}: TensorRT refused input shape {batch.shape}")

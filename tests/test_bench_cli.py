@@ -251,7 +251,7 @@ def test_quality_skips_an_unreadable_pair_counts_it_and_exits_1(tiny, tmp_path, 
         tiny["cache"],
     )
     assert result.exit_code == 1
-    assert "1.png: not an image OpenCV can read" in result.output
+    assert "1.png: not a decodable image" in result.output
     report = json.loads((tmp_path / "out" / "quality.json").read_text())
     assert all(r["pairs"] == 1 and r["failed"] == 1 for r in report["rows"])
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from skimage.metrics import structural_similarity
 
+from dbsi.benchmarks.metrics import protocol_ssim, psnr
 from dbsi.benchmarks.pairs import select_pairs
-from dbsi.benchmarks.quality import evaluate, global_blur, identity, read_image
-from dbsi.train.validation import psnr, ssim
+from dbsi.benchmarks.quality import evaluate, global_blur, identity, read_bgr
 from tests.conftest import real_photo
 
 
@@ -24,24 +24,24 @@ def photo_files(tmp_path):
 
 
 def test_psnr_is_computed_on_the_uint8_pixels_opencv_decodes(photo_files):
-    target, prediction = (read_image(p) for p in photo_files)
+    target, prediction = (read_bgr(p) for p in photo_files)
     mse = np.mean((cv2.imread(str(photo_files[0])).astype(float) - prediction.astype(float)) ** 2)
     assert psnr(target, prediction) == pytest.approx(10 * math.log10(255**2 / mse), abs=1e-9)
 
 
 def test_ssim_is_the_mean_of_per_channel_7x7_uniform_ssim(photo_files):
-    target, prediction = (read_image(p) for p in photo_files)
+    target, prediction = (read_bgr(p) for p in photo_files)
     per_channel = [
         structural_similarity(target[..., c], prediction[..., c], win_size=7, data_range=255)
         for c in range(3)
     ]
-    assert ssim(target, prediction) == pytest.approx(np.mean(per_channel), abs=1e-12)
+    assert protocol_ssim(target, prediction) == pytest.approx(np.mean(per_channel), abs=1e-12)
 
 
 def test_identical_images_give_infinite_psnr_and_unit_ssim(photo_files):
-    target = read_image(photo_files[0])
+    target = read_bgr(photo_files[0])
     assert psnr(target, target.copy()) == math.inf
-    assert ssim(target, target.copy()) == pytest.approx(1.0)
+    assert protocol_ssim(target, target.copy()) == pytest.approx(1.0)
 
 
 def test_identity_baseline_on_identical_pair_reports_inf_and_one(tmp_path):
@@ -133,7 +133,9 @@ def test_a_truncated_jpeg_is_a_failed_pair_with_the_reason(tmp_path):
     logged = []
     summary, per_pair = evaluate([("identity", "-", identity)], pairs, None, "-", log=logged.append)
     assert summary[0]["pairs"] == 1 and summary[0]["failed"] == 1
-    assert logged == [f"skipped: {cut}: truncated JPEG"]
+    assert logged == [
+        f"skipped: {cut}: truncated JPEG (the data ends before its end-of-image marker)"
+    ]
     assert [r["pair"] for r in per_pair] == ["1"]
 
 

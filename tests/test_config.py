@@ -1,5 +1,8 @@
 """The render config: validation and the dictionary form that travels in artefacts."""
 
+import subprocess
+import sys
+
 import pytest
 
 from dbsi.train import BokehConfig
@@ -38,3 +41,41 @@ def test_invalid_config_is_rejected(kwargs, message):
 def test_unknown_field_is_rejected():
     with pytest.raises(ValueError, match="unknown config fields: colour"):
         BokehConfig.from_dict({"colour": "RGB"})
+
+
+def test_config_imports_where_torch_cannot_be_imported():
+    # The lean runtime and the benchmarks read the config; it must not pull torch in.
+    script = (
+        "import sys\n"
+        "sys.modules['torch'] = None  # any 'import torch' now raises ImportError\n"
+        "import dbsi.train.config\n"
+        "from dbsi.train import BokehConfig, opencv_gaussian_sigma\n"
+        "from dbsi.train.config import BokehConfig as Direct\n"
+        "assert BokehConfig is Direct\n"
+        "assert BokehConfig().num_maps == 4\n"
+        "loaded = [m for m, module in sys.modules.items()\n"
+        "          if m.split('.')[0] == 'torch' and module is not None]\n"
+        "assert not loaded, loaded\n"
+        "try:\n"
+        "    import torch  # noqa: F401\n"
+        "except ImportError:\n"
+        "    pass\n"
+        "else:\n"
+        "    raise AssertionError('the blocker must make importing torch fail')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_package_names_resolve_lazily_to_their_modules():
+    import dbsi.train
+    from dbsi.train import blur, config, megadepth, render, weight_predictor
+
+    homes = (blur, config, megadepth, render, weight_predictor)
+    for name in dbsi.train.__all__:
+        value = getattr(dbsi.train, name)
+        assert any(getattr(home, name, None) is value for home in homes), name
+    with pytest.raises(AttributeError, match="no attribute 'render_bokeh'"):
+        dbsi.train.render_bokeh  # noqa: B018

@@ -9,6 +9,7 @@ import torch
 from click.testing import CliRunner
 
 from dbsi.export.cli import main
+from dbsi.runtime.contract import GraphMetadata
 from tests.export_helpers import DATA, foreign_onnx, make_checkpoint
 
 
@@ -110,7 +111,15 @@ def test_info_prints_an_engine_sidecar(tmp_path):
         "profile": {"min": [1, 38, 38, 3], "opt": [1, 1024, 1536, 3], "max": [4, 2048, 2048, 3]},
         "version_compatible": False,
         "engine_sha256": "0" * 64,
-        "onnx_metadata": {"dbsi.format": "dbsi-onnx"},
+        "onnx_metadata": GraphMetadata(
+            config={"kernel_sizes": [25, 45, 75]},
+            min_input_side=38,
+            max_input_side=8192,
+            outputs=["bokeh"],
+            precision="fp16",
+            checkpoint_sha256="0" * 64,
+            toolkit_version="test",
+        ).to_props(),
     }
     (tmp_path / "m.engine.json").write_text(json.dumps(sidecar))
     result = invoke("info", tmp_path / "m.engine")

@@ -12,8 +12,9 @@ from click.testing import CliRunner
 from dbsi.export.checks import check_photos, onnx_session
 from dbsi.export.cli import main
 from dbsi.export.engine import EnvironmentProblem, build_engine, require_tensorrt_and_gpu
-from dbsi.export.metadata import build_metadata, set_metadata
+from dbsi.export.metadata import set_metadata
 from dbsi.export.parity import parity_failures, parity_stats
+from dbsi.runtime.contract import GraphMetadata
 from dbsi.runtime.profile import DEFAULT_MAX_SHAPE, DEFAULT_OPT_SHAPE, build_profile, parse_shape
 from tests.export_helpers import foreign_onnx
 
@@ -27,12 +28,18 @@ def environment_problem() -> str | None:
 
 
 MISSING = environment_problem()
-needs_gpu = pytest.mark.skipif(MISSING is not None, reason=f"needs TensorRT and a GPU: {MISSING}")
+
+
+def needs_gpu(test):
+    """A real build: marked ``gpu`` and skipped with the reason where TensorRT or a GPU is
+    missing."""
+    skip = pytest.mark.skipif(MISSING is not None, reason=f"needs TensorRT and a GPU: {MISSING}")
+    return pytest.mark.gpu(skip(test))
 
 
 def metadata(precision="fp32"):
-    return build_metadata(
-        {
+    return GraphMetadata(
+        config={
             "kernel_sizes": [25, 45, 75],
             "net_long_side": 128,
             "mode": "fullres",
@@ -135,8 +142,8 @@ def tiny_onnx(tmp_path_factory):
     config = renderer.config
     set_metadata(
         model,
-        build_metadata(
-            config.to_dict(),
+        GraphMetadata(
+            config=config.to_dict(),
             min_input_side=config.min_input_side,
             max_input_side=8192,
             outputs=output_names(False),
@@ -157,7 +164,7 @@ def build(onnx_path, engine_path, cache):
 
 
 def run_engine(engine_path, batch):
-    from dbsi.runtime.backend import open_backend
+    from dbsi.runtime.registry import open_backend
 
     with open_backend(engine_path) as backend:
         return backend.run(batch)["bokeh"]
@@ -171,24 +178,24 @@ def test_engine_and_sidecar_describe_the_build(tiny_onnx, tmp_path):
 
     engine = tmp_path / "tiny.engine"
     sidecar = build(tiny_onnx[0], engine, tmp_path / "cache")
-    assert json.loads((tmp_path / "tiny.engine.json").read_text()) == sidecar
-    assert sidecar["tensorrt_version"] == trt.__version__
-    assert sidecar["precision"] == "fp32" and sidecar["tf32"] is False
-    assert sidecar["profile"] == SMALL_PROFILE
-    assert sidecar["engine_sha256"] == hashlib.sha256(engine.read_bytes()).hexdigest()
-    assert sidecar["onnx_sha256"] == hashlib.sha256(tiny_onnx[0].read_bytes()).hexdigest()
-    assert sidecar["onnx_metadata"]["dbsi.min_input_side"] == "38"
-    assert sidecar["gpu_name"] and "." in sidecar["compute_capability"]
+    assert json.loads((tmp_path / "tiny.engine.json").read_text()) == sidecar.to_dict()
+    assert sidecar.tensorrt_version == trt.__version__
+    assert sidecar.precision == "fp32" and sidecar.tf32 is False
+    assert sidecar.profile == SMALL_PROFILE
+    assert sidecar.engine_sha256 == hashlib.sha256(engine.read_bytes()).hexdigest()
+    assert sidecar.onnx_sha256 == hashlib.sha256(tiny_onnx[0].read_bytes()).hexdigest()
+    assert sidecar.onnx_metadata.min_input_side == 38
+    assert sidecar.gpu_name and "." in sidecar.compute_capability
 
 
 @needs_gpu
 def test_timing_cache_is_written_and_reused(tiny_onnx, tmp_path):
     cache = tmp_path / "timing.cache"
-    assert build(tiny_onnx[0], tmp_path / "a.engine", cache)["timing_cache_bytes_loaded"] == 0
+    assert build(tiny_onnx[0], tmp_path / "a.engine", cache).timing_cache_bytes_loaded == 0
     first = cache.read_bytes()
     assert first
     second = build(tiny_onnx[0], tmp_path / "b.engine", cache)
-    assert second["timing_cache_bytes_loaded"] == len(first)
+    assert second.timing_cache_bytes_loaded == len(first)
 
 
 @needs_gpu
@@ -207,7 +214,7 @@ def test_fp32_engine_matches_onnx_runtime(tiny_onnx, tmp_path):
 def test_fp16_engine_reaches_40_db(tiny_onnx, tmp_path):
     engine = tmp_path / "tiny-fp16.engine"
     sidecar = build(tiny_onnx[1], engine, tmp_path / "cache")
-    assert sidecar["precision"] == "fp16"
+    assert sidecar.precision == "fp16"
     batch = check_photos()["astronaut 512x512"]
     want = onnx_session(tiny_onnx[0]).run(None, {"image": batch})[0]
     assert parity_failures(parity_stats(want, run_engine(engine, batch)), "fp16") == []
@@ -242,9 +249,9 @@ def test_engine_command_builds_with_the_given_profile(tiny_onnx, tmp_path):
 
 
 @needs_gpu
-def test_a_timing_cache_that_is_not_this_gpus_is_replaced_by_a_fresh_one(tiny_onnx, tmp_path):
+def test_a_damaged_timing_cache_is_replaced_by_a_fresh_one(tiny_onnx, tmp_path):
     cache = tmp_path / "timing.cache"
     cache.write_bytes(b"not a timing cache of this GPU")
     sidecar = build(tiny_onnx[0], tmp_path / "a.engine", cache)
-    assert sidecar["timing_cache_bytes_loaded"] == 0
+    assert sidecar.timing_cache_bytes_loaded == 0
     assert cache.read_bytes() not in (b"", b"not a timing cache of this GPU")

@@ -5,23 +5,17 @@ import json
 import onnx
 import pytest
 
-from dbsi.export.metadata import (
-    build_metadata,
-    model_metadata,
-    read_metadata,
-    render_config,
-    set_metadata,
-)
-from dbsi.runtime.backend import MetadataError
-from dbsi.runtime.contract import REQUIRED_KEYS
+from dbsi.export.metadata import model_metadata, read_metadata, set_metadata
+from dbsi.runtime.contract import REQUIRED_KEYS, GraphMetadata
+from dbsi.runtime.errors import MetadataError
 from dbsi.train.config import BokehConfig
 from tests.export_helpers import foreign_onnx
 
 
 def metadata_for(config=None, precision="fp32"):
     config = config or BokehConfig()
-    return build_metadata(
-        config.to_dict(),
+    return GraphMetadata(
+        config=config.to_dict(),
         min_input_side=config.min_input_side,
         max_input_side=8192,
         outputs=["bokeh"],
@@ -31,20 +25,29 @@ def metadata_for(config=None, precision="fp32"):
     )
 
 
+def write_props(model, props):
+    """metadata_props exactly as given, for metadata a bokeh-export would never write."""
+    del model.metadata_props[:]
+    for key, value in props.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
 def test_metadata_has_every_key_of_the_contract_as_strings():
-    metadata = metadata_for()
-    assert set(metadata) == set(REQUIRED_KEYS)
-    assert all(isinstance(v, str) for v in metadata.values())
-    assert metadata["dbsi.layout"] == "NHWC"
-    assert metadata["dbsi.color_order"] == "BGR"
-    assert metadata["dbsi.input_dtype"] == "uint8"
-    assert metadata["dbsi.min_input_side"] == "38"
-    assert json.loads(metadata["dbsi.outputs"]) == ["bokeh"]
+    props = metadata_for().to_props()
+    assert set(props) == set(REQUIRED_KEYS)
+    assert all(isinstance(v, str) for v in props.values())
+    assert props["dbsi.layout"] == "NHWC"
+    assert props["dbsi.color_order"] == "BGR"
+    assert props["dbsi.input_dtype"] == "uint8"
+    assert props["dbsi.min_input_side"] == "38"
+    assert json.loads(props["dbsi.outputs"]) == ["bokeh"]
 
 
 def test_render_config_round_trips_through_the_metadata():
     config = BokehConfig(kernel_sizes=(5, 25, 45), net_long_side=512, mode="paper", width=0.5)
-    assert BokehConfig.from_dict(render_config(metadata_for(config))) == config
+    props = metadata_for(config).to_props()
+    assert BokehConfig.from_dict(GraphMetadata.from_props(props, "m.onnx").config) == config
 
 
 def test_written_metadata_reads_back_from_the_file(tmp_path):
@@ -75,16 +78,16 @@ def test_onnx_without_our_metadata_is_refused_naming_the_file(tmp_path):
 
 def test_other_metadata_format_versions_are_refused():
     model = onnx.ModelProto()
-    set_metadata(model, {**metadata_for(), "dbsi.format_version": "2"})
+    write_props(model, {**metadata_for().to_props(), "dbsi.format_version": "2"})
     with pytest.raises(ValueError, match="format version 2 is not supported"):
         model_metadata(model, "m.onnx")
 
 
 def test_metadata_missing_a_key_is_refused():
     model = onnx.ModelProto()
-    metadata = metadata_for()
-    del metadata["dbsi.min_input_side"]
-    set_metadata(model, metadata)
+    props = metadata_for().to_props()
+    del props["dbsi.min_input_side"]
+    write_props(model, props)
     with pytest.raises(ValueError, match="lacks dbsi.min_input_side"):
         model_metadata(model, "m.onnx")
 
@@ -103,6 +106,6 @@ def test_unknown_precision_is_refused():
 
 def test_the_exporter_refuses_metadata_with_the_runtimes_check():
     model = onnx.ModelProto()
-    set_metadata(model, {**metadata_for(), "dbsi.layout": "NCHW"})
+    write_props(model, {**metadata_for().to_props(), "dbsi.layout": "NCHW"})
     with pytest.raises(MetadataError, match="m.onnx: dbsi.layout is 'NCHW'"):
         model_metadata(model, "m.onnx")

@@ -14,7 +14,7 @@ from onnx import TensorProto, numpy_helper
 from dbsi.export.checks import check_photos, onnx_session, run_checks
 from dbsi.export.cli import main
 from dbsi.export.fp16 import convert_to_fp16
-from dbsi.export.metadata import read_metadata, render_config
+from dbsi.export.metadata import read_metadata
 from dbsi.export.parity import PARITY_THRESHOLDS
 from dbsi.export.tensorrt_rules import tensorrt_problems
 from dbsi.runtime.provenance import file_sha256, toolkit_version
@@ -111,12 +111,12 @@ def test_checks_cover_a_portrait_an_odd_size_and_a_batch(tiny_fp32):
 
 def test_metadata_carries_the_config_checkpoint_hash_and_versions(tiny_fp32, tiny_checkpoint):
     metadata = read_metadata(tiny_fp32[1])
-    assert render_config(metadata) == read_checkpoint(tiny_checkpoint)["config"]
-    assert metadata["dbsi.checkpoint_sha256"] == file_sha256(tiny_checkpoint)
-    assert metadata["dbsi.toolkit_version"] == toolkit_version()
-    assert metadata["dbsi.precision"] == "fp32"
-    assert json.loads(metadata["dbsi.outputs"]) == ["bokeh", "weights"]
-    assert metadata["dbsi.min_input_side"] == "38"
+    assert metadata.config == read_checkpoint(tiny_checkpoint)["config"]
+    assert metadata.checkpoint_sha256 == file_sha256(tiny_checkpoint)
+    assert metadata.toolkit_version == toolkit_version()
+    assert metadata.precision == "fp32"
+    assert metadata.outputs == ("bokeh", "weights")
+    assert metadata.min_input_side == 38
 
 
 def test_graph_takes_any_batch_and_size_and_returns_weights_that_sum_to_one(tiny_fp32):
@@ -130,7 +130,7 @@ def test_graph_takes_any_batch_and_size_and_returns_weights_that_sum_to_one(tiny
 
 def test_fp16_graph_keeps_io_types_and_softmax_and_blurs_in_fp32(tiny_fp16):
     model = onnx.load(str(tiny_fp16[1]))
-    assert read_metadata(tiny_fp16[1])["dbsi.precision"] == "fp16"
+    assert read_metadata(tiny_fp16[1]).precision == "fp16"
     io = {v.name: v.type.tensor_type.elem_type for v in [*model.graph.input, *model.graph.output]}
     assert io == {
         "image": TensorProto.UINT8,
@@ -184,7 +184,7 @@ def test_a_render_mode_chosen_at_export_is_in_the_graph_and_checks_pass(
     chosen = "fullres" if stored == "paper" else "paper"
     path = export_dir / f"tiny-{chosen}.onnx"
     assert_exported(invoke("onnx", tiny_checkpoint, "-o", path, "--mode", chosen), path)
-    assert render_config(read_metadata(path))["mode"] == chosen
+    assert read_metadata(path).config["mode"] == chosen
     result = invoke("check", path, "--checkpoint", tiny_checkpoint)
     assert result.exit_code == 0, result.output
 
@@ -197,7 +197,7 @@ def test_every_export_variant_keeps_the_tensorrt_parser_rules(
     variants = [tiny_fp32[1], tiny_fp16[1], full_fp32[1], full_fp16_report[1], fullres]
     for path in variants:
         model = onnx.load(str(path))
-        min_side = int(read_metadata(path)["dbsi.min_input_side"])
+        min_side = read_metadata(path).min_input_side
         assert tensorrt_problems(model, min_side) == [], path.name
         # Cast first and last: the uint8 input feeds one Cast, the uint8 output comes from one.
         readers = [n.op_type for n in model.graph.node if "image" in n.input]
@@ -239,7 +239,7 @@ def test_info_prints_the_onnx_metadata(tiny_fp32):
     assert text.exit_code == 0
     assert "dbsi.color_order" in text.output and "BGR" in text.output
     as_json = invoke("info", tiny_fp32[1], "--json")
-    assert json.loads(as_json.output) == read_metadata(tiny_fp32[1])
+    assert json.loads(as_json.output) == read_metadata(tiny_fp32[1]).to_props()
 
 
 def test_failed_checks_write_nothing_and_keep_the_existing_file(

@@ -116,11 +116,25 @@ def test_resize_to_constant_sizes_passes():
     assert tensorrt_problems(model, MIN_SIDE) == []
 
 
-def test_cubic_resize_fails():
-    model = model_of(
-        [resize("", "", "sizes", mode="cubic")], [const("sizes", [1, 3, 8, 8], np.int64)]
+def test_an_unknown_resize_mode_fails_and_cubic_passes():
+    sizes = const("sizes", [1, 3, 8, 8], np.int64)
+    bad = model_of([resize("", "", "sizes", mode="area")], [sizes])
+    assert "mode 'area' is not one of" in tensorrt_problems(bad, MIN_SIDE)[0]
+    cubic = model_of([resize("", "", "sizes", mode="cubic")], [sizes])
+    assert tensorrt_problems(cubic, MIN_SIDE) == []
+
+
+def test_tf_half_pixel_for_nn_needs_round_prefer_floor():
+    node = resize(
+        "",
+        "",
+        "sizes",
+        mode="nearest",
+        coordinate_transformation_mode="tf_half_pixel_for_nn",
+        nearest_mode="floor",
     )
-    assert "mode 'cubic' is not one of" in tensorrt_problems(model, MIN_SIDE)[0]
+    model = model_of([node], [const("sizes", [1, 3, 8, 8], np.int64)])
+    assert "needs nearest_mode round_prefer_floor" in tensorrt_problems(model, MIN_SIDE)[0]
 
 
 def test_a_resize_transformation_mode_tensorrt_lacks_fails():
@@ -234,3 +248,51 @@ def test_uint8_quantized_activations_fail():
     problems = tensorrt_problems(qdq_graph(128, np.uint8), MIN_SIDE)
     assert any("makes the UINT8 tensor 'q' between layers" in p for p in problems)
     assert any("dequant (DequantizeLinear): input type UINT8" in p for p in problems)
+
+
+def test_axes_from_a_value_ints_constant_count_as_constant():
+    nodes = [
+        helper.make_node("Constant", [], ["axes"], value_ints=[3]),
+        helper.make_node("ReduceMean", ["x", "axes"], ["y"], name="mean"),
+    ]
+    assert tensorrt_problems(model_of(nodes), MIN_SIDE) == []
+
+
+def test_reduce_axes_computed_at_run_time_fail():
+    nodes = [
+        helper.make_node("Shape", ["x"], ["dims"]),
+        helper.make_node("Slice", ["dims", "one", "two", "zero"], ["axes"]),
+        helper.make_node("ReduceMean", ["x", "axes"], ["y"], name="mean"),
+    ]
+    starts = [const(n, [v], np.int64) for n, v in (("one", 1), ("two", 2), ("zero", 0))]
+    assert "mean (ReduceMean): axes is not a constant" in tensorrt_problems(
+        model_of(nodes, starts), MIN_SIDE
+    )
+
+
+def test_max_pool_with_its_indices_output_fails():
+    node = helper.make_node("MaxPool", ["x"], ["y", "where"], name="pool", kernel_shape=[2, 2])
+    assert tensorrt_problems(model_of([node]), MIN_SIDE) == [
+        "pool (MaxPool): the Indices output is not supported"
+    ]
+
+
+def test_an_unsupported_operator_inside_a_subgraph_fails():
+    inner_out = helper.make_tensor_value_info("z", TensorProto.INT32, None)
+    inner = helper.make_graph(
+        [helper.make_node("BitShift", ["k", "k"], ["z"], name="inner_shift", direction="LEFT")],
+        "branch",
+        [],
+        [inner_out],
+        initializer=[const("k", [1], np.int32)],
+    )
+    nodes = [
+        helper.make_node("Constant", [], ["flag"], value=const("f", True, np.bool_)),
+        helper.make_node(
+            "If", ["flag"], ["y"], name="choose", then_branch=inner, else_branch=inner
+        ),
+    ]
+    model = model_of(nodes, y_type=TensorProto.INT32)
+    assert "inner_shift (BitShift): not in onnx-tensorrt's operator support matrix" in (
+        tensorrt_problems(model, MIN_SIDE)
+    )

@@ -17,17 +17,19 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from dbsi.runtime.backend import describe_shape_problem, open_backend
+from dbsi.runtime.backend import describe_shape_problem
 from dbsi.runtime.cli import main
 from dbsi.runtime.onnxruntime_backend import OnnxRuntimeBackend
+from dbsi.runtime.registry import open_backend
 from dbsi.runtime.weight_maps import colour_weights
 from tests.conftest import real_photo
 
 torch = pytest.importorskip("torch", reason="the reference render and the export need torch")
 
-from dbsi.export.metadata import build_metadata  # noqa: E402
-from dbsi.export.onnx_graph import PixelsToBokeh, export_onnx  # noqa: E402
+from dbsi.export.metadata import set_metadata  # noqa: E402
+from dbsi.export.onnx_graph import PixelsToBokeh, trace_onnx, write_onnx  # noqa: E402
 from dbsi.export.parity import parity_failures, parity_stats  # noqa: E402
+from dbsi.runtime.contract import GraphMetadata  # noqa: E402
 from dbsi.train.config import BokehConfig  # noqa: E402
 from dbsi.train.render import BokehRenderer  # noqa: E402
 
@@ -37,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 class TinyModel:
     """The exported ONNX (with the weights output) and the PyTorch module it came from."""
 
-    def __init__(self, path: Path, module: PixelsToBokeh, metadata: dict[str, str]) -> None:
+    def __init__(self, path: Path, module: PixelsToBokeh, metadata: GraphMetadata) -> None:
         self.path = path
         self.module = module
         self.metadata = metadata
@@ -54,8 +56,8 @@ def tiny_model(tmp_path_factory) -> TinyModel:
     torch.manual_seed(0)
     config = BokehConfig(width=0.125, net_long_side=128)
     renderer = BokehRenderer(config).eval()
-    metadata = build_metadata(
-        config.to_dict(),
+    metadata = GraphMetadata(
+        config=config.to_dict(),
         min_input_side=config.min_input_side,
         max_input_side=8192,
         outputs=["bokeh", "weights"],
@@ -64,7 +66,9 @@ def tiny_model(tmp_path_factory) -> TinyModel:
         toolkit_version="test",
     )
     path = tmp_path_factory.mktemp("model") / "tiny.onnx"
-    export_onnx(renderer, path, with_weights=True, metadata=metadata)
+    model = trace_onnx(renderer, with_weights=True)
+    set_metadata(model, metadata)
+    write_onnx(model, path)
     return TinyModel(path, PixelsToBokeh(renderer, with_weights=True).eval(), metadata)
 
 

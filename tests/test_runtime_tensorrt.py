@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dbsi.runtime.backend import BackendError, open_backend
+from dbsi.runtime.errors import BackendError
+from dbsi.runtime.registry import open_backend
 
 trt = pytest.importorskip("tensorrt", reason="TensorRT is not installed (extra 'gpu')")
 cudart = pytest.importorskip(

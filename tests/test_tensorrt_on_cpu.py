@@ -25,18 +25,19 @@ import pytest
 from click.testing import CliRunner
 
 from dbsi.export.engine import attach_timing_cache, default_timing_cache, network_flags
-from dbsi.export.metadata import build_metadata
 from dbsi.runtime import tensorrt_backend
-from dbsi.runtime.backend import BackendError, open_backend
 from dbsi.runtime.cli import main
+from dbsi.runtime.contract import GraphMetadata
 from dbsi.runtime.cuda_device import CudaError
+from dbsi.runtime.errors import BackendError
+from dbsi.runtime.registry import open_backend
 from dbsi.runtime.tensorrt_backend import _PinnedBuffer, tensorrt_version_problem
 
 GPU = ("NVIDIA H100 80GB HBM3", "9.0")
 
 
 @pytest.fixture
-def metadata() -> dict[str, str]:
+def metadata() -> GraphMetadata:
     config = {
         "kernel_sizes": [5, 11, 21],
         "net_long_side": 64,
@@ -44,8 +45,8 @@ def metadata() -> dict[str, str]:
         "width": 0.125,
         "config_version": 1,
     }
-    return build_metadata(
-        config,
+    return GraphMetadata(
+        config=config,
         min_input_side=11,
         max_input_side=8192,
         outputs=["bokeh", "weights"],
@@ -55,7 +56,7 @@ def metadata() -> dict[str, str]:
     )
 
 
-def fake_engine(tmp_path: Path, metadata: dict[str, str], **sidecar_changes: object) -> Path:
+def fake_engine(tmp_path: Path, metadata: GraphMetadata, **sidecar_changes: object) -> Path:
     """Bytes that are not an engine, with a sidecar describing them as bokeh-export would."""
     engine = tmp_path / "model.engine"
     engine.write_bytes(b"serialized engine bytes")
@@ -71,7 +72,7 @@ def fake_engine(tmp_path: Path, metadata: dict[str, str], **sidecar_changes: obj
         "version_compatible": False,
         "onnx_sha256": "0" * 64,
         "engine_sha256": hashlib.sha256(engine.read_bytes()).hexdigest(),
-        "onnx_metadata": metadata,
+        "onnx_metadata": metadata.to_props(),
         **sidecar_changes,
     }
     (tmp_path / "model.engine.json").write_text(json.dumps(sidecar), encoding="utf-8")
@@ -404,7 +405,7 @@ def test_networks_are_strongly_typed_by_flag_on_10_and_by_default_on_11(
 # --- ONNX Runtime's TensorRT provider: the options it is given ---
 
 
-def test_tensorrt_provider_caches_engines_per_model_content_with_one_profile(
+def test_tensorrt_provider_caches_engines_per_model_tensorrt_and_gpu_with_one_profile(
     metadata, tmp_path, monkeypatch
 ):
     from dbsi.runtime.onnxruntime_backend import tensorrt_provider_options
@@ -412,12 +413,18 @@ def test_tensorrt_provider_caches_engines_per_model_content_with_one_profile(
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     profile = build_profile(metadata)
-    first = tensorrt_provider_options("a" * 64, "1.24.1", "fp32", profile)
-    second = tensorrt_provider_options("b" * 64, "1.24.1", "fp32", profile)
-    assert first["trt_engine_cache_path"] != second["trt_engine_cache_path"]
-    assert Path(first["trt_engine_cache_path"]).is_dir()
+
+    def options(model="a", tensorrt="10.14.1", gpu="NVIDIA-H100"):
+        return tensorrt_provider_options(model * 64, "1.24.1", tensorrt, gpu, "fp32", profile)
+
+    first = options()
+    engines = first["trt_engine_cache_path"]
+    assert Path(engines).is_dir() and Path(first["trt_timing_cache_path"]).is_dir()
+    for other in (options(model="b"), options(tensorrt="10.16.1"), options(gpu="NVIDIA-L4")):
+        assert other["trt_engine_cache_path"] != engines
+    assert options(model="b")["trt_timing_cache_path"] == first["trt_timing_cache_path"]
+    assert options(gpu="NVIDIA-L4")["trt_timing_cache_path"] != first["trt_timing_cache_path"]
     assert first["trt_engine_cache_enable"] and first["trt_timing_cache_enable"]
-    assert first["trt_timing_cache_path"] == second["trt_timing_cache_path"]
     assert first["trt_profile_min_shapes"] == "image:1x11x11x3"
     assert first["trt_profile_opt_shapes"] == "image:1x1024x1536x3"
     assert first["trt_profile_max_shapes"] == "image:4x2048x2048x3"
@@ -431,7 +438,9 @@ def test_tensorrt_provider_runs_fp16_only_for_an_fp16_graph(
     from dbsi.runtime.profile import build_profile
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    options = tensorrt_provider_options("a" * 64, "1.24.1", precision, build_profile(metadata))
+    options = tensorrt_provider_options(
+        "a" * 64, "1.24.1", "10.14.1", "gpu", precision, build_profile(metadata)
+    )
     assert options["trt_fp16_enable"] is fp16
 
 

@@ -11,17 +11,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from dbsi.train.data import (
-    BadPairs,
-    EpochSampler,
-    PairDataset,
-    collate_pairs,
-    discover_pairs,
-    load_pair,
-    random_flips,
-    split_pairs,
-    val294_pairs,
-)
+from dbsi.train.data import EpochSampler, PairDataset, collate_pairs, load_pair, random_flips
+from dbsi.train.pairs import BadPairs, discover_pairs, split_pairs, val294_pairs
 
 
 def write_pair(base: Path, stem: str, size=(32, 48), value=100) -> None:
@@ -91,7 +82,9 @@ def test_a_truncated_jpeg_is_known_by_its_bytes_not_its_name(tmp_path):
     (tmp_path / "original" / "0.jpg").unlink()
     (tmp_path / "original" / "0.png").write_bytes(data[: len(data) // 2])
     (pair,) = discover_pairs(tmp_path, BadPairs())
-    assert load_pair(pair, None) == f"{pair.original}: truncated JPEG"
+    assert load_pair(pair, None) == (
+        f"{pair.original}: truncated JPEG (the data ends before its end-of-image marker)"
+    )
 
 
 def pairs_with_ids(tmp_path, ids):

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from dbsi.train.cli import main
-from dbsi.train.data import BadPairs, discover_pairs
+from dbsi.train.pairs import BadPairs, discover_pairs
 from dbsi.train.synthetic import SceneSpec, is_generated, render_scene, write_dataset
 
 SPEC = SceneSpec(height=48, width=64)

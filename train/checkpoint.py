@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from dbsi.runtime.atomic import atomic_write_bytes
+from dbsi.runtime.contract import check_format
 from dbsi.runtime.provenance import toolkit_version
 from dbsi.train.config import BokehConfig
 from dbsi.train.render import BokehRenderer
@@ -45,14 +46,19 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a file that is not a checkpoint
         raise ValueError(f"{path}: not a PyTorch checkpoint ({type(exc).__name__})") from exc
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+    if not isinstance(payload, dict):
         raise ValueError(f"{path}: not a DBSI checkpoint (no '{CHECKPOINT_FORMAT}' format tag)")
-    version = payload.get("format_version")
-    if version != CHECKPOINT_FORMAT_VERSION:
-        raise ValueError(
-            f"{path}: checkpoint format version {version} is not supported "
-            f"(this toolkit reads version {CHECKPOINT_FORMAT_VERSION})"
-        )
+    check_format(
+        payload,
+        str(path),
+        what="checkpoint",
+        format_key="format",
+        format_tag=CHECKPOINT_FORMAT,
+        version_key="format_version",
+        version=CHECKPOINT_FORMAT_VERSION,
+        required=("config", "model"),
+        fix="train one with bokeh-train",
+    )
     try:
         BokehConfig.from_dict(payload["config"])
     except (KeyError, TypeError, ValueError) as exc:

@@ -185,7 +185,9 @@ def run(phases: tuple[str, ...], data: Path, out: Path, preset: str, sizes: str 
 
     Example: bokeh-train run --preset tiny --data demo/data --out demo/run
     """
-    from dbsi.train.trainer import RunDirError, RunOptions, Trainer, TrainingDiverged
+    from dbsi.train.loop import TrainingDiverged
+    from dbsi.train.run_folder import RunDirError
+    from dbsi.train.trainer import RunOptions, Trainer
 
     try:
         plan = with_overrides(

@@ -36,8 +36,12 @@ def gaussian_filter_valid(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
     return F.conv2d(x, rows.transpose(2, 3), groups=channels)
 
 
-def ssim(output: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
-    """Mean SSIM per image (N values) of N x C x H x W batches; H, W >= 11."""
+def gaussian_ssim(
+    output: torch.Tensor, target: torch.Tensor, data_range: float = 1.0
+) -> torch.Tensor:
+    """The training SSIM (11x11 Gaussian window, sigma 1.5; differentiable): mean SSIM per
+    image (N values) of N x C x H x W batches; H, W >= 11. Not the evaluation protocol's SSIM
+    (``dbsi.benchmarks.metrics.protocol_ssim``)."""
     if min(output.shape[-2:]) < 2 * SSIM_RADIUS + 1:
         raise ValueError(f"SSIM needs images of at least 11x11, got {tuple(output.shape[-2:])}")
     output, target = output.float(), target.float()
@@ -57,7 +61,7 @@ def ssim(output: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) ->
 
 def negative_ssim_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Phase 3's loss, -SSIM averaged over the batch (its gradient is 1 - SSIM's)."""
-    return -ssim(output, target).mean()
+    return -gaussian_ssim(output, target).mean()
 
 
 LOSSES = {"l1": l1_loss, "ssim": negative_ssim_loss}

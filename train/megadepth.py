@@ -14,18 +14,26 @@ from pathlib import Path
 import torch
 from torch import nn
 
-# Inception configs: [[c0], [k1, r1, o1], [k2, r2, o2], [k3, r3, o3]] (DESIGN.md section 1).
-A = [[64], [3, 32, 64], [5, 32, 64], [7, 32, 64]]
-B = [[32], [3, 32, 32], [5, 32, 32], [7, 32, 32]]
-C = [[32], [3, 64, 32], [7, 64, 32], [11, 64, 32]]
-D = [[32], [3, 64, 32], [5, 64, 32], [7, 64, 32]]
-E = [[16], [3, 32, 16], [7, 32, 16], [11, 32, 16]]
-F = [[64], [3, 64, 64], [7, 64, 64], [11, 64, 64]]
-G = [[16], [3, 64, 16], [7, 64, 16], [11, 64, 16]]
-H = [[64], [3, 32, 64], [5, 32, 64], [7, 32, 64]]
+# Inception configs: [[c0], [k1, r1, o1], [k2, r2, o2], [k3, r3, o3]] (DESIGN.md section 1):
+# a 1x1 branch of c0 channels and three branches of a 1x1 conv down to r channels then a k x k
+# conv to o. Named INCEPTION_<output channels>_K<kernel sizes>_R<reduced channels>. The paper
+# (Chen et al. 2016) and the original code call them by letters:
+#   A, H  INCEPTION_256_K357_R32   (the original lists H apart from A with the same numbers)
+#   B     INCEPTION_128_K357_R32
+#   C     INCEPTION_128_K3711_R64
+#   D     INCEPTION_128_K357_R64
+#   E     INCEPTION_64_K3711_R32
+#   F     INCEPTION_256_K3711_R64
+#   G     INCEPTION_64_K3711_R64
+INCEPTION_256_K357_R32 = [[64], [3, 32, 64], [5, 32, 64], [7, 32, 64]]
+INCEPTION_128_K357_R32 = [[32], [3, 32, 32], [5, 32, 32], [7, 32, 32]]
+INCEPTION_128_K3711_R64 = [[32], [3, 64, 32], [7, 64, 32], [11, 64, 32]]
+INCEPTION_128_K357_R64 = [[32], [3, 64, 32], [5, 64, 32], [7, 64, 32]]
+INCEPTION_64_K3711_R32 = [[16], [3, 32, 16], [7, 32, 16], [11, 32, 16]]
+INCEPTION_256_K3711_R64 = [[64], [3, 64, 64], [7, 64, 64], [11, 64, 64]]
+INCEPTION_64_K3711_R64 = [[16], [3, 64, 16], [7, 64, 16], [11, 64, 16]]
 
 STEM_CHANNELS = 128
-TRUNK_OUT_CHANNELS = 64
 
 
 def scaled(channels: int, width: float) -> int:
@@ -106,20 +114,47 @@ def _up() -> nn.Module:
     return NearestUpsample2x()
 
 
+# The ChannelsN modules of the original, each two paths summed (letters as in the table above).
+
+
 def channels1(cin: int, width: float) -> tuple[nn.Sequential, int]:
-    return channels_module([[A, A], [nn.AvgPool2d(2), A, A, A, _up()]], cin, width)
+    # [A, A], [pool, A, A, A, up]
+    paths = [
+        [INCEPTION_256_K357_R32, INCEPTION_256_K357_R32],
+        [nn.AvgPool2d(2), INCEPTION_256_K357_R32, INCEPTION_256_K357_R32,
+         INCEPTION_256_K357_R32, _up()],
+    ]  # fmt: skip
+    return channels_module(paths, cin, width)
 
 
 def channels2(cin: int, width: float) -> tuple[nn.Sequential, int]:
-    return channels_module([[A, F], [nn.AvgPool2d(2), A, A, channels1, A, F, _up()]], cin, width)
+    # [A, F], [pool, A, A, Channels1, A, F, up]
+    paths = [
+        [INCEPTION_256_K357_R32, INCEPTION_256_K3711_R64],
+        [nn.AvgPool2d(2), INCEPTION_256_K357_R32, INCEPTION_256_K357_R32, channels1,
+         INCEPTION_256_K357_R32, INCEPTION_256_K3711_R64, _up()],
+    ]  # fmt: skip
+    return channels_module(paths, cin, width)
 
 
 def channels3(cin: int, width: float) -> tuple[nn.Sequential, int]:
-    return channels_module([[nn.MaxPool2d(2), B, H, channels2, A, B, _up()], [B, C]], cin, width)
+    # [pool, B, H, Channels2, A, B, up], [B, C]
+    paths = [
+        [nn.MaxPool2d(2), INCEPTION_128_K357_R32, INCEPTION_256_K357_R32, channels2,
+         INCEPTION_256_K357_R32, INCEPTION_128_K357_R32, _up()],
+        [INCEPTION_128_K357_R32, INCEPTION_128_K3711_R64],
+    ]  # fmt: skip
+    return channels_module(paths, cin, width)
 
 
 def channels4(cin: int, width: float) -> tuple[nn.Sequential, int]:
-    return channels_module([[nn.MaxPool2d(2), B, B, channels3, D, E, _up()], [G]], cin, width)
+    # [pool, B, B, Channels3, D, E, up], [G]
+    paths = [
+        [nn.MaxPool2d(2), INCEPTION_128_K357_R32, INCEPTION_128_K357_R32, channels3,
+         INCEPTION_128_K357_R64, INCEPTION_64_K3711_R32, _up()],
+        [INCEPTION_64_K3711_R64],
+    ]  # fmt: skip
+    return channels_module(paths, cin, width)
 
 
 def build_trunk(width: float = 1.0) -> tuple[list[nn.Module], int]:

@@ -94,9 +94,3 @@ class BokehRenderer(nn.Module):
             layers = [resize_bilinear(layer, height, width) for layer in blurred]
             bokeh = blend(weights_full, image, layers)
         return bokeh, weights_full
-
-
-def render_bokeh(renderer: BokehRenderer, image: torch.Tensor) -> torch.Tensor:
-    """Render a batch without gradients; returns only the bokeh image."""
-    with torch.no_grad():
-        return renderer(image)[0]

@@ -3,15 +3,14 @@
 Every validation image is rendered at its full resolution (the renderer resizes to the network
 size itself), rounded to uint8, and scored against the uint8 ground truth: PSNR from
 scikit-image with data range 255, SSIM from scikit-image with its default 7x7 uniform window per
-channel, averaged. L1 (on [0, 1]) is logged beside them. ``psnr`` and ``ssim`` here are the one
-implementation of the protocol: ``bokeh-bench quality`` scores with them too.
+channel, averaged (``dbsi.benchmarks.metrics``, with which ``bokeh-bench quality`` scores too).
+L1 (on [0, 1]) is logged beside them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -19,8 +18,10 @@ import cv2
 import numpy as np
 import torch
 
+from dbsi.benchmarks.metrics import protocol_ssim, psnr
 from dbsi.runtime.atomic import atomic_write_bytes
-from dbsi.train.data import BadPairs, Batch
+from dbsi.train.data import Batch
+from dbsi.train.pairs import BadPairs
 from dbsi.train.render import BokehRenderer
 
 GRID_TILE_HEIGHT = 128
@@ -50,29 +51,11 @@ class Scores:
         }
 
 
-def psnr(target: np.ndarray, prediction: np.ndarray) -> float:
-    """PSNR of two uint8 images by the protocol: scikit-image, data range 255. Identical images
-    give ``inf`` (scikit-image would divide by a zero MSE and warn; the limit is the same), and
-    a mean over images that holds one is ``inf`` too; reports print it as "inf"."""
-    from skimage.metrics import peak_signal_noise_ratio
-
-    if np.array_equal(target, prediction):
-        return math.inf
-    return float(peak_signal_noise_ratio(target, prediction, data_range=255))
-
-
-def ssim(target: np.ndarray, prediction: np.ndarray) -> float:
-    """SSIM of two H x W x 3 uint8 images by the protocol: scikit-image's default 7x7 uniform
-    window on each channel, averaged, data range 255 (1.0 for identical images)."""
-    from skimage.metrics import structural_similarity
-
-    return float(structural_similarity(target, prediction, channel_axis=2, data_range=255))
-
-
 def image_scores(output: np.ndarray, target: np.ndarray) -> tuple[float, float, float]:
-    """(PSNR, SSIM, L1) of two H x W x 3 uint8 images by the protocol (``psnr``, ``ssim``)."""
+    """(PSNR, SSIM, L1) of two H x W x 3 uint8 images by the protocol
+    (``dbsi.benchmarks.metrics``)."""
     l1 = float(np.abs(output.astype(np.float64) - target.astype(np.float64)).mean() / 255.0)
-    return psnr(target, output), ssim(target, output), l1
+    return psnr(target, output), protocol_ssim(target, output), l1
 
 
 def to_uint8_image(tensor: torch.Tensor) -> np.ndarray:

@@ -1,0 +1,85 @@
+"""Which backend opens which artefact: a registry of backends by name, each with the file
+suffixes it claims and the options it takes, imported only when a model needs it (ONNX Runtime
+and TensorRT are heavy, optional imports). Adding a backend is one module implementing
+``dbsi.runtime.backend.Backend`` and one entry here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from pathlib import Path
+from typing import Any
+
+from dbsi.runtime.backend import Backend
+from dbsi.runtime.contract import ONNX_SUFFIX
+from dbsi.runtime.errors import BackendError
+from dbsi.runtime.sidecar import ENGINE_SUFFIXES
+
+
+@dataclasses.dataclass(frozen=True)
+class BackendEntry:
+    """A backend: where its class lives, the model files it opens by default, the keyword
+    options its constructor takes (with the command-line flag each comes from)."""
+
+    module: str
+    class_name: str
+    suffixes: tuple[str, ...]
+    options: dict[str, str]
+
+    def load(self) -> type[Backend]:
+        return getattr(importlib.import_module(self.module), self.class_name)
+
+
+REGISTRY: dict[str, BackendEntry] = {
+    "onnxruntime": BackendEntry(
+        "dbsi.runtime.onnxruntime_backend",
+        "OnnxRuntimeBackend",
+        (ONNX_SUFFIX,),
+        {"provider": "--provider"},
+    ),
+    "tensorrt": BackendEntry(
+        "dbsi.runtime.tensorrt_backend",
+        "TensorRTBackend",
+        ENGINE_SUFFIXES,
+        {"allow_host_code": "--allow-host-code"},
+    ),
+}
+# What --backend takes.
+BACKENDS = ("auto", *REGISTRY)
+# Every suffix some backend opens by default.
+MODEL_SUFFIXES = tuple(suffix for entry in REGISTRY.values() for suffix in entry.suffixes)
+
+
+def backend_for(path: Path) -> str:
+    """The backend that opens ``path`` by default, by its suffix; BackendError otherwise."""
+    suffix = path.suffix.lower()
+    for name, entry in REGISTRY.items():
+        if suffix in entry.suffixes:
+            return name
+    raise BackendError(
+        f"{path}: unknown model type {suffix!r} (expected {', '.join(MODEL_SUFFIXES)}); "
+        "export a checkpoint with bokeh-export first, or name the backend with --backend"
+    )
+
+
+def open_backend(path: str | Path, backend: str = "auto", **options: Any) -> Backend:
+    """Open a model for inference with ``backend`` ("auto": by the file's suffix).
+
+    ``options`` go to the backend that takes them (``provider`` for ONNX Runtime: "cpu",
+    "cuda", "tensorrt" or None for the best present; ``allow_host_code`` for TensorRT, which
+    permits version-compatible engines, whose loading runs code shipped inside the engine);
+    an option set for a backend that does not take it is an error. Raises BackendError."""
+    path = Path(path)
+    if backend not in BACKENDS:
+        raise BackendError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
+    if not path.is_file():
+        raise BackendError(f"{path}: no such model file")
+    name = backend_for(path) if backend == "auto" else backend
+    entry = REGISTRY[name]
+    given = {key: value for key, value in options.items() if value not in (None, False)}
+    for key in given:
+        if key not in entry.options:
+            flag = next((e.options[key] for e in REGISTRY.values() if key in e.options), f"'{key}'")
+            raise BackendError(f"{path}: {flag} does not apply to the {name} backend")
+    return entry.load()(path, **given)

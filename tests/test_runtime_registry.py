@@ -1,0 +1,86 @@
+"""The backend registry: which backend opens which file, with which options, and the template
+every backend's ``run`` goes through."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dbsi.runtime import registry
+from dbsi.runtime.backend import Backend, describe_shape_problem
+from dbsi.runtime.errors import BackendError
+from dbsi.runtime.registry import BackendEntry, backend_for, open_backend
+
+
+class EchoBackend(Backend):
+    """A backend that returns its input: what one new file plus one registry line gives."""
+
+    name = "echo"
+    outputs = ["bokeh"]
+
+    def __init__(self, path: Path, shout: bool = False) -> None:
+        self.path, self.shout, self.calls = path, shout, 0
+
+    @property
+    def device(self) -> str:
+        return "CPU"
+
+    def accepts(self, shape):
+        return describe_shape_problem(shape, (1, 8, 8), (4, 64, 64))
+
+    def _run(self, batch):
+        self.calls += 1
+        return {"bokeh": batch}
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def echo_registered(monkeypatch):
+    entry = BackendEntry(__name__, "EchoBackend", (".echo",), {"shout": "--shout"})
+    monkeypatch.setitem(registry.REGISTRY, "echo", entry)
+
+
+@pytest.mark.parametrize(
+    ("name", "backend"),
+    [("m.onnx", "onnxruntime"), ("m.engine", "tensorrt"), ("m.PLAN", "tensorrt")],
+)
+def test_a_model_file_opens_with_the_backend_its_suffix_names(name, backend):
+    assert backend_for(Path(name)) == backend
+
+
+def test_a_checkpoint_is_not_a_model_the_runtime_opens(tmp_path):
+    checkpoint = tmp_path / "best.pt"
+    checkpoint.write_bytes(b"torch")
+    with pytest.raises(BackendError, match="unknown model type '.pt'.*export a checkpoint"):
+        open_backend(checkpoint)
+
+
+def test_an_option_of_another_backend_is_refused_naming_its_flag(tmp_path):
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"engine")
+    with pytest.raises(BackendError, match="--provider does not apply to the tensorrt backend"):
+        open_backend(engine, provider="cpu")
+
+
+def test_a_registered_backend_opens_its_files_with_its_options(echo_registered, tmp_path):
+    model = tmp_path / "m.echo"
+    model.write_bytes(b"")
+    backend = open_backend(model, shout=True)
+    assert isinstance(backend, EchoBackend) and backend.shout
+
+
+def test_run_checks_the_batch_before_the_backend_sees_it(echo_registered, tmp_path):
+    model = tmp_path / "m.echo"
+    model.write_bytes(b"")
+    backend = open_backend(model)
+    batch = np.zeros((2, 16, 16, 3), np.uint8)
+    assert backend.run(batch)["bokeh"] is batch
+    with pytest.raises(ValueError, match="uint8"):
+        backend.run(batch.astype(np.float32))
+    with pytest.raises(ValueError, match="height 100 is outside"):
+        backend.run(np.zeros((1, 100, 16, 3), np.uint8))
+    assert backend.calls == 1
