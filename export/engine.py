@@ -18,7 +18,7 @@ from typing import Any
 
 from dbsi.export.metadata import read_metadata
 from dbsi.runtime.atomic import atomic_write_bytes
-from dbsi.runtime.contract import INPUT_NAME
+from dbsi.runtime.contract import INPUT_NAME, GraphMetadata
 from dbsi.runtime.cuda_device import INSTALL_HINT, import_cudart, local_gpu
 from dbsi.runtime.errors import BackendError
 from dbsi.runtime.profile import Profile
@@ -38,6 +38,18 @@ class EnvironmentProblem(RuntimeError):
 
 class BuildFailed(RuntimeError):
     """TensorRT could not parse the ONNX or build the engine."""
+
+
+def tensorrt_graph_metadata(onnx_path: str | Path) -> GraphMetadata:
+    """The ONNX's metadata, once it is a graph TensorRT can build; ValueError otherwise (not
+    ours, or the int8 flavour for ONNX Runtime's CPU kernels)."""
+    metadata = read_metadata(onnx_path)
+    if not metadata.for_tensorrt:
+        raise ValueError(
+            f"{onnx_path}: a {metadata.precision} graph has uint8 activations, which TensorRT "
+            "refuses; export the TensorRT flavour with --int8 tensorrt"
+        )
+    return metadata
 
 
 def require_tensorrt_and_gpu() -> tuple[Any, dict[str, str]]:
@@ -128,7 +140,7 @@ def build_engine(
     returns the sidecar. Raises ``EnvironmentProblem`` (nothing can be built here),
     ``ValueError`` (the ONNX is not ours) or ``BuildFailed``."""
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
-    onnx_metadata = read_metadata(onnx_path)
+    onnx_metadata = tensorrt_graph_metadata(onnx_path)
     trt, gpu = require_tensorrt_and_gpu()
 
     started = time.perf_counter()

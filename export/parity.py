@@ -23,6 +23,8 @@ PARITY_THRESHOLDS: dict[str, dict[str, float]] = {
 }
 # bf16 (PyTorch autocast) is judged as the other 16-bit float.
 PARITY_THRESHOLDS["bf16"] = PARITY_THRESHOLDS["fp16"]
+# int8 (both flavours): the same 40 dB against the fp32 render.
+PARITY_THRESHOLDS["int8-cpu"] = PARITY_THRESHOLDS["int8-tensorrt"] = {"min_psnr_db": 40.0}
 
 
 def parity_stats(reference: np.ndarray, candidate: np.ndarray) -> dict[str, Any]:

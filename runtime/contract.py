@@ -21,7 +21,9 @@ INPUT_NAME = "image"
 OUTPUT_NAME = "bokeh"
 WEIGHTS_NAME = "weights"
 
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "int8-cpu", "int8-tensorrt")
+# The int8 graph for ONNX Runtime's CPU kernels has uint8 activations, which TensorRT refuses.
+TENSORRT_PRECISIONS = ("fp32", "fp16", "int8-tensorrt")
 
 # What the runtime feeds every graph: it decodes with OpenCV and never converts.
 LAYOUT, COLOR_ORDER, INPUT_DTYPE = "NHWC", "BGR", "uint8"
@@ -77,6 +79,9 @@ class GraphMetadata:
     precision: str
     checkpoint_sha256: str
     toolkit_version: str
+    #: int8 graphs: how they were calibrated (``images``, ``skipped``, ``method``,
+    #: ``files_sha256``); None otherwise
+    calibration: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -98,6 +103,11 @@ class GraphMetadata:
             f"{PREFIX}precision": self.precision,
             f"{PREFIX}checkpoint_sha256": self.checkpoint_sha256,
             f"{PREFIX}toolkit_version": self.toolkit_version,
+            **(
+                {}
+                if self.calibration is None
+                else {f"{PREFIX}calibration": json.dumps(self.calibration, sort_keys=True)}
+            ),
         }
 
     @classmethod
@@ -132,6 +142,7 @@ class GraphMetadata:
             config = json.loads(dbsi[f"{PREFIX}config"])
             outputs = json.loads(dbsi[f"{PREFIX}outputs"])
             sides = int(dbsi[f"{PREFIX}min_input_side"]), int(dbsi[f"{PREFIX}max_input_side"])
+            calibration = json.loads(dbsi.get(f"{PREFIX}calibration", "null"))
         except ValueError as exc:
             raise MetadataError(f"{source}: malformed DBSI metadata ({exc})") from exc
         if not isinstance(config, dict) or "kernel_sizes" not in config:
@@ -153,7 +164,13 @@ class GraphMetadata:
             precision=precision,
             checkpoint_sha256=dbsi[f"{PREFIX}checkpoint_sha256"],
             toolkit_version=dbsi[f"{PREFIX}toolkit_version"],
+            calibration=calibration,
         )
+
+    @property
+    def for_tensorrt(self) -> bool:
+        """Whether TensorRT can build this graph (every precision but ``int8-cpu``)."""
+        return self.precision in TENSORRT_PRECISIONS
 
     def replace(self, **changes: Any) -> GraphMetadata:
         """A copy with ``changes`` (field names) applied."""

@@ -111,6 +111,9 @@ def tensorrt_provider_options(
         "trt_timing_cache_enable": True,
         "trt_timing_cache_path": str(timing),
         "trt_fp16_enable": precision == "fp16",
+        # Q/DQ graphs need the int8 flag on this provider (microsoft/onnxruntime#13381);
+        # their scales come from the graph, no calibration table is involved.
+        "trt_int8_enable": precision == "int8-tensorrt",
         **ort_profile_options(profile),
     }
 

@@ -1,0 +1,201 @@
+"""bokeh-export onnx --int8 {cpu,tensorrt}: calibration on the user's photos, the two
+flavours' quantization formats, the 40 dB check against the fp32 render, and the errors."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto, numpy_helper
+
+from dbsi.export.calibration import read_calibration_set
+from dbsi.export.cli import main
+from dbsi.export.int8 import convolutions_to_quantize, predictor_convolutions
+from dbsi.export.metadata import read_metadata
+from dbsi.export.tensorrt_rules import tensor_types, tensorrt_problems
+from dbsi.runtime.registry import open_backend
+from tests.conftest import real_photo
+from tests.export_helpers import make_checkpoint
+
+pytestmark = pytest.mark.slow
+
+# Real photos that the export checks do not use (those are astronaut, coffee, chelsea and the
+# left motorcycle view): a calibration set unlike the checks' own pictures.
+CALIBRATION_PHOTOS = ("rocket", "hubble_deep_field", "camera", "brick", "grass", "coins")
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def colour(name: str) -> np.ndarray:
+    from skimage import data
+
+    image = getattr(data, name)()
+    return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image[:, :, ::-1]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return tmp_path_factory.mktemp("int8")
+
+
+@pytest.fixture(scope="module")
+def calibration(folder):
+    photos = folder / "calibration"
+    (photos / "nested").mkdir(parents=True)
+    for i, name in enumerate(CALIBRATION_PHOTOS):
+        where = photos / "nested" if i % 2 else photos
+        cv2.imwrite(str(where / f"{name}.{'png' if i % 3 else 'jpg'}"), colour(name))
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
+    (photos / "notes.txt").write_text("not a picture")
+    return photos
+
+
+@pytest.fixture(scope="module")
+def checkpoint(folder):
+    return make_checkpoint(folder / "tiny.pt", width=0.125)
+
+
+@pytest.fixture(scope="module")
+def exports(folder, checkpoint, calibration):
+    results = {}
+    for flavour in ("cpu", "tensorrt"):
+        path = folder / f"tiny-int8-{flavour}.onnx"
+        result = invoke(
+            "onnx", checkpoint, "-o", path, "--with-weights", "--int8", flavour,
+            "--calibration", calibration,
+        )  # fmt: skip
+        results[flavour] = result, path
+    return results
+
+
+def zero_points(model: onnx.ModelProto) -> list[np.ndarray]:
+    values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    return [
+        values[node.input[2]]
+        for node in model.graph.node
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2
+    ]
+
+
+@pytest.mark.parametrize("flavour", ["cpu", "tensorrt"])
+def test_each_flavour_exports_and_passes_the_40_db_check(exports, flavour):
+    result, path = exports[flavour]
+    assert result.exit_code == 0, result.output
+    assert result.output.count(f"int8-{flavour} parity") == 5 and "FAIL" not in result.output
+    assert path.is_file()
+
+
+@pytest.mark.parametrize("flavour", ["cpu", "tensorrt"])
+def test_metadata_records_the_precision_and_the_calibration(exports, calibration, flavour):
+    metadata = read_metadata(exports[flavour][1])
+    photos = read_calibration_set(calibration, 32)
+    assert metadata.precision == f"int8-{flavour}"
+    assert metadata.calibration == photos.summary("minmax")
+    assert metadata.calibration["images"] == len(CALIBRATION_PHOTOS)
+    assert metadata.calibration["skipped"] == 1
+
+
+def test_an_unreadable_calibration_file_is_skipped_and_counted(exports):
+    output = exports["cpu"][0].output
+    assert f"calibration: {len(CALIBRATION_PHOTOS)} photos from" in output
+    assert "1 skipped" in output and "broken.jpg" in output
+
+
+def test_the_tensorrt_flavour_is_symmetric_int8_and_keeps_the_parser_rules(exports):
+    model = onnx.load(str(exports["tensorrt"][1]))
+    points = zero_points(model)
+    assert points and all(p.dtype == np.int8 and not p.any() for p in points)
+    assert tensorrt_problems(model, read_metadata(exports["tensorrt"][1]).min_input_side) == []
+    assert TensorProto.UINT8 not in {
+        t for name, t in tensor_types(model).items() if name not in ("image", "bokeh")
+    }
+
+
+def test_the_cpu_flavour_has_uint8_activations_and_is_refused_by_tensorrt(exports, folder):
+    model = onnx.load(str(exports["cpu"][1]))
+    assert any(p.dtype == np.uint8 for p in zero_points(model))
+    assert tensorrt_problems(model, 11) != []
+    result = invoke("engine", exports["cpu"][1], "-o", folder / "cpu.engine")
+    assert result.exit_code == 2
+    assert "int8-cpu graph has uint8 activations" in result.output
+    assert "--int8 tensorrt" in result.output
+
+
+def test_only_the_predictors_convolutions_are_quantized_and_not_its_first(exports):
+    model = onnx.load(str(exports["cpu"][1]))
+    dequantized = {
+        node.output[0] for node in model.graph.node if node.op_type == "DequantizeLinear"
+    }
+    quantized = {
+        node.name
+        for node in model.graph.node
+        if node.op_type == "Conv" and node.input[1] in dequantized
+    }
+    predictor = predictor_convolutions(model)
+    assert quantized == set(convolutions_to_quantize(model)) == set(predictor[1:])
+    blur = [n for n in model.graph.node if n.op_type == "Conv" and n.name not in predictor]
+    assert blur and not any(n.input[1] in dequantized for n in blur)
+    assert not any(
+        n.op_type in ("Softmax", "Resize") and n.input[0] in dequantized for n in model.graph.node
+    )
+
+
+@pytest.mark.parametrize("flavour", ["cpu", "tensorrt"])
+def test_an_int8_graph_runs_on_the_runtime_like_any_other(exports, flavour):
+    batch = np.ascontiguousarray(real_photo("chelsea")[None, :, :, ::-1])
+    with open_backend(exports[flavour][1], provider="cpu") as backend:
+        assert backend.precision == f"int8-{flavour}"
+        assert backend.run(batch)["bokeh"].shape == batch.shape
+
+
+def test_int8_without_calibration_is_refused_with_exit_2(folder, checkpoint):
+    result = invoke("onnx", checkpoint, "-o", folder / "x.onnx", "--int8", "cpu")
+    assert result.exit_code == 2
+    assert "--int8 needs --calibration DIR" in result.output
+    assert not (folder / "x.onnx").exists()
+
+
+def test_an_empty_calibration_folder_is_refused_with_exit_2(folder, checkpoint):
+    empty = folder / "empty"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("no pictures here")
+    result = invoke(
+        "onnx", checkpoint, "-o", folder / "x.onnx", "--int8", "cpu", "--calibration", empty
+    )
+    assert result.exit_code == 2
+    assert f"{empty}: no pictures" in result.output
+
+
+def test_a_folder_of_unreadable_pictures_is_refused_with_exit_2(folder, checkpoint):
+    broken = folder / "broken"
+    broken.mkdir()
+    (broken / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    result = invoke(
+        "onnx", checkpoint, "-o", folder / "x.onnx", "--int8", "cpu", "--calibration", broken
+    )
+    assert result.exit_code == 2
+    assert "1 pictures, none readable" in result.output
+
+
+def test_int8_and_fp16_together_is_bad_usage(folder, checkpoint, calibration):
+    result = invoke(
+        "onnx", checkpoint, "-o", folder / "x.onnx", "--int8", "cpu", "--fp16",
+        "--calibration", calibration,
+    )  # fmt: skip
+    assert result.exit_code == 2 and "choose one" in result.output
+
+
+def test_a_calibration_of_black_frames_fails_the_40_db_check_and_writes_nothing(folder, checkpoint):
+    black = folder / "black"
+    black.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(black / f"{i}.png"), np.zeros((64, 96, 3), np.uint8))
+    path = folder / "black.onnx"
+    result = invoke("onnx", checkpoint, "-o", path, "--int8", "cpu", "--calibration", black)
+    assert result.exit_code == 1
+    assert "FAIL int8-cpu parity" in result.output and "< 40 dB" in result.output
+    assert not path.exists()
