@@ -142,8 +142,15 @@ def main() -> None:
     is_flag=True,
     help="Time only the PyTorch renders of the checkpoint (no ONNX export, no runtime backends).",
 )
+@click.option(
+    "--openvino-bf16",
+    is_flag=True,
+    help="Also run OpenVINO in bf16 (judged like fp16; slow on CPUs without native bf16).",
+)
 @environment_errors
-def speed(models, out, repeats, warmup, cache, sizes, batches, no_codec, pytorch_only) -> None:
+def speed(
+    models, out, repeats, warmup, cache, sizes, batches, no_codec, pytorch_only, openvino_bf16
+) -> None:
     """Latency (median, p90, p99) and images/s of every backend, with and without JPEG
     decode+encode, FLOPs and achieved FLOP/s, and speed-up against the PyTorch reference
     ("x ref": reference median / backend median, same run). On a CUDA GPU the PyTorch rows
@@ -159,6 +166,7 @@ def speed(models, out, repeats, warmup, cache, sizes, batches, no_codec, pytorch
         warmup=warmup,
         with_codec=not no_codec,
         pytorch_only=pytorch_only,
+        openvino_bf16=openvino_bf16,
         log=echo,
     )
     finish(report, COLUMNS, out, "speed")
@@ -172,8 +180,13 @@ def speed(models, out, repeats, warmup, cache, sizes, batches, no_codec, pytorch
     help="Judge only the PyTorch 16-bit renders of the checkpoint (CUDA), no ONNX export or "
     "runtime backends.",
 )
+@click.option(
+    "--openvino-bf16",
+    is_flag=True,
+    help="Also run OpenVINO in bf16 (judged like fp16; slow on CPUs without native bf16).",
+)
 @environment_errors
-def parity(models, out, cache, pytorch_only) -> None:
+def parity(models, out, cache, pytorch_only, openvino_bf16) -> None:
     """Every backend against the PyTorch fp32 render of the same real photos (scikit-image's
     astronaut, coffee, chelsea, motorcycle): max abs error, PSNR, share of pixels off by more
     than one level, pass/fail by precision (fp32: max 2 levels and at most 0.1% of pixels off by
@@ -181,7 +194,9 @@ def parity(models, out, cache, pytorch_only) -> None:
     and CUDA-graph renders are judged too. Exit code 1 when any backend fails."""
     from dbsi.benchmarks.parity import COLUMNS, failed_backends, parity_report
 
-    report = parity_report(models, cache, log=echo, pytorch_only=pytorch_only)
+    report = parity_report(
+        models, cache, log=echo, pytorch_only=pytorch_only, openvino_bf16=openvino_bf16
+    )
     finish(report, COLUMNS, out, "parity")
     failed = failed_backends(report["rows"])
     if failed:

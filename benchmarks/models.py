@@ -197,11 +197,11 @@ class CudaGraphRender:
         return static_out.cpu().numpy()
 
 
-def runtime_candidate(path: Path, provider: str | None) -> Candidate:
+def runtime_candidate(path: Path, backend_name: str, **options: Any) -> Candidate:
     """A ``dbsi.runtime`` backend as a candidate (raises BackendError when it cannot open)."""
     from dbsi.runtime.registry import open_backend
 
-    backend = open_backend(path, provider=provider)
+    backend = open_backend(path, backend_name, **options)
 
     def render(batch: np.ndarray) -> np.ndarray:
         return backend.run(batch)["bokeh"]
@@ -228,6 +228,24 @@ def ort_providers(gpu_present: bool) -> list[str]:
     available = onnxruntime.get_available_providers()
     names = [ORT_PROVIDERS[p] for p in ORT_PROVIDERS if p in available]
     return [n for n in names if n == "cpu" or gpu_present]
+
+
+def runtimes_for(
+    kind: str, gpu_present: bool, openvino_bf16: bool = False
+) -> list[tuple[str, dict[str, Any]]]:
+    """Every (backend, options) that measures a model file of ``kind`` (the registry backend
+    that opens it): an ONNX on each ONNX Runtime provider here (``ort_providers``) and on
+    OpenVINO when it is installed (f32; bf16 too when asked), an engine on TensorRT."""
+    if kind != "onnxruntime":
+        return [(kind, {})]
+    runs: list[tuple[str, dict[str, Any]]] = [
+        ("onnxruntime", {"provider": provider}) for provider in ort_providers(gpu_present)
+    ]
+    if importlib.util.find_spec("openvino") is not None:
+        runs.append(("openvino", {}))
+        if openvino_bf16:
+            runs.append(("openvino", {"openvino_precision": "bf16"}))
+    return runs
 
 
 def cache_key(**inputs: Any) -> str:
@@ -321,12 +339,14 @@ def resolve_models(
     with_backends: bool = True,
     mode: str | None = None,
     torch_variants: bool = False,
+    openvino_bf16: bool = False,
     log: Callable[[str], None] = print,
 ) -> ModelSet:
     """Open everything ``paths`` names (see the module docstring). ValueError on a path that
     is missing or of an unknown type; a backend that cannot open here is listed in
     ``skipped`` with its reason. ``mode`` overrides the checkpoint's render mode;
-    ``torch_variants`` adds the ``TORCH_VARIANTS`` renders when the reference runs on CUDA."""
+    ``torch_variants`` adds the ``TORCH_VARIANTS`` renders when the reference runs on CUDA;
+    ``openvino_bf16`` adds OpenVINO computing in bf16 beside its f32 run."""
     paths = [Path(p) for p in paths]
     for path in paths:
         if not path.is_file():
@@ -367,22 +387,19 @@ def resolve_models(
         kinds[artefacts[0]] = "onnxruntime"
     if with_backends:
         for path in artefacts:
-            if kinds[path] == "onnxruntime":
-                for provider in ort_providers(gpu_present):
-                    candidates.extend(open_or_skip(path, provider, skipped))
-            else:
-                candidates.extend(open_or_skip(path, None, skipped))
+            for backend_name, options in runtimes_for(kinds[path], gpu_present, openvino_bf16):
+                candidates.extend(open_or_skip(path, backend_name, options, skipped))
     return ModelSet(candidates, skipped, random_weights, checkpoint)
 
 
 def open_or_skip(
-    path: Path, provider: str | None, skipped: list[dict[str, str]]
+    path: Path, backend_name: str, options: dict[str, Any], skipped: list[dict[str, str]]
 ) -> list[Candidate]:
     from dbsi.runtime.errors import BackendError
 
-    label = f"{path.name} ({provider or 'tensorrt'})"
+    label = f"{path.name} ({' '.join([backend_name, *map(str, options.values())])})"
     try:
-        return [runtime_candidate(path, provider)]
+        return [runtime_candidate(path, backend_name, **options)]
     except (BackendError, ValueError, ImportError, OSError) as exc:
         skipped.append(
             {"name": label, "reason": str(exc).splitlines()[0] if str(exc) else repr(exc)}

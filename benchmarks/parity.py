@@ -88,13 +88,20 @@ def parity_report(
     cache: Path,
     log: Callable[[str], None] = print,
     pytorch_only: bool = False,
+    openvino_bf16: bool = False,
 ) -> dict[str, Any]:
     """``bokeh-bench parity``: open ``models`` (the checkpoint's reference and at least one
     other backend, else ValueError; only the PyTorch variants with ``pytorch_only``), judge
     every backend on the real photos (``run_parity``) and return the report."""
     machine, gpu = look_at_machine()
     model_set = open_models(
-        models, cache, gpu, log, torch_variants=True, with_backends=not pytorch_only
+        models,
+        cache,
+        gpu,
+        log,
+        torch_variants=True,
+        with_backends=not pytorch_only,
+        openvino_bf16=openvino_bf16,
     )
     photos, real = real_photos()
     try:

@@ -227,6 +227,7 @@ def speed_report(
     warmup: int | None,
     with_codec: bool = True,
     pytorch_only: bool = False,
+    openvino_bf16: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """``bokeh-bench speed``: open ``models`` (the PyTorch renders only with ``pytorch_only``),
@@ -235,7 +236,13 @@ def speed_report(
     machine, gpu = look_at_machine()
     repeats, warmup = timing_settings(repeats, warmup, gpu)
     model_set = open_models(
-        models, cache, gpu, log, torch_variants=True, with_backends=not pytorch_only
+        models,
+        cache,
+        gpu,
+        log,
+        torch_variants=True,
+        with_backends=not pytorch_only,
+        openvino_bf16=openvino_bf16,
     )
     require_candidates(model_set)
     calls = len(sizes) * len(batches) * len(model_set.candidates) * repeats

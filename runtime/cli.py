@@ -49,7 +49,8 @@ def _report(line: str) -> None:
     type=click.Choice(BACKENDS),
     default="auto",
     show_default=True,
-    help="auto: ONNX Runtime for .onnx, native TensorRT for .engine.",
+    help="auto: ONNX Runtime for .onnx, native TensorRT for .engine; openvino: OpenVINO on "
+    "the CPU for .onnx.",
 )
 @click.option(
     "--provider",
@@ -95,6 +96,13 @@ def _report(line: str) -> None:
     "with its weights output).",
 )
 @click.option(
+    "--openvino-precision",
+    type=click.Choice(["f32", "bf16"]),
+    default=None,
+    help="OpenVINO's float precision (default f32; bf16 changes pixels and is slow on CPUs "
+    "without native bf16).",
+)
+@click.option(
     "--allow-host-code",
     is_flag=True,
     help="Load version-compatible TensorRT engines (loading them runs code in the engine).",
@@ -115,6 +123,7 @@ def main(
     workers: int,
     save_weights: bool,
     allow_host_code: bool,
+    openvino_precision: str | None,
     no_progress: bool,
 ) -> None:
     """Render synthetic bokeh for every picture in INPUTS with MODEL (.onnx or .engine).
@@ -138,7 +147,11 @@ def main(
         sys.exit(EXIT_USAGE)
     try:
         backend = open_backend(
-            model, backend_name, provider=provider, allow_host_code=allow_host_code
+            model,
+            backend_name,
+            provider=provider,
+            allow_host_code=allow_host_code,
+            openvino_precision=openvino_precision,
         )
     except BackendError as exc:
         click.echo(f"bokeh-run: {exc}", err=True)

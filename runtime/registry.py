@@ -44,6 +44,13 @@ REGISTRY: dict[str, BackendEntry] = {
         ENGINE_SUFFIXES,
         {"allow_host_code": "--allow-host-code"},
     ),
+    # After onnxruntime: an .onnx opens on ONNX Runtime unless OpenVINO is asked for.
+    "openvino": BackendEntry(
+        "dbsi.runtime.openvino_backend",
+        "OpenVINOBackend",
+        (ONNX_SUFFIX,),
+        {"openvino_precision": "--openvino-precision"},
+    ),
 }
 # What --backend takes.
 BACKENDS = ("auto", *REGISTRY)
@@ -68,8 +75,9 @@ def open_backend(path: str | Path, backend: str = "auto", **options: Any) -> Bac
 
     ``options`` go to the backend that takes them (``provider`` for ONNX Runtime: "cpu",
     "cuda", "tensorrt" or None for the best present; ``allow_host_code`` for TensorRT, which
-    permits version-compatible engines, whose loading runs code shipped inside the engine);
-    an option set for a backend that does not take it is an error. Raises BackendError."""
+    permits version-compatible engines, whose loading runs code shipped inside the engine;
+    ``openvino_precision`` for OpenVINO, "f32" or "bf16"); an option set for a backend that
+    does not take it is an error. Raises BackendError."""
     path = Path(path)
     if backend not in BACKENDS:
         raise BackendError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")

@@ -1,5 +1,6 @@
 """bokeh-bench end to end on a tiny model: parity verdicts, report files, exit codes."""
 
+import importlib.util
 import json
 
 import cv2
@@ -14,6 +15,11 @@ from dbsi.train import BokehConfig, BokehRenderer
 from dbsi.train.checkpoint import save_checkpoint
 
 TINY = dict(width=0.125, net_long_side=128)
+# What a CPU machine with the cpu extra measures: the PyTorch reference, ONNX Runtime's CPU
+# provider and, when it is installed, OpenVINO.
+EXPECTED_BACKENDS = ("pytorch-eager-fp32", "onnxruntime-cpu-fp32") + (
+    ("openvino-fp32",) if importlib.util.find_spec("openvino") else ()
+)
 
 
 def tiny_renderer() -> BokehRenderer:
@@ -108,11 +114,7 @@ def test_speed_writes_json_with_every_raw_figure_and_the_machine(tiny, tmp_path)
     assert report["machine"]["cpu_model"] and "onnxruntime" in report["machine"]["libraries"]
     assert report["random_weights"] is False
     backends = {(r["backend"], r["io"]) for r in report["rows"]}
-    assert backends == {
-        (b, io)
-        for b in ("pytorch-eager-fp32", "onnxruntime-cpu-fp32")
-        for io in ("model", "decode+encode")
-    }
+    assert backends == {(b, io) for b in EXPECTED_BACKENDS for io in ("model", "decode+encode")}
     for row in report["rows"]:
         assert len(row["samples_s"]) == 2 and row["batch"] == 2
         for key in (
@@ -151,7 +153,7 @@ def test_speed_markdown_has_one_table_line_per_row(tiny, tmp_path):
     lines = (tmp_path / "speed.md").read_text().splitlines()
     table = [line for line in lines if line.startswith("|")]
     assert table[0].startswith("| backend | device | size")
-    assert len(table) == 2 + 2  # header, rule, one row per backend
+    assert len(table) == 2 + len(EXPECTED_BACKENDS)  # header, rule, one row per backend
 
 
 def test_scaling_writes_a_png_of_the_curves(tiny, tmp_path):
@@ -185,12 +187,11 @@ def test_scaling_writes_a_png_of_the_curves(tiny, tmp_path):
     assert image is not None and image.shape[0] > 100
     report = json.loads((tmp_path / "scaling.json").read_text())
     sweeps = sorted((r["sweep"], r["size"], r["batch"]) for r in report["rows"])
-    assert sweeps == [
-        ("batch", "64x96", 1),
-        ("batch", "64x96", 2),
-        ("resolution", "64x96", 1),
-        ("resolution", "96x128", 1),
-    ]
+    runtimes = len(EXPECTED_BACKENDS) - 1  # every runtime backend here, no PyTorch reference
+    assert sweeps == sorted(
+        [("batch", "64x96", 1), ("batch", "64x96", 2)] * runtimes
+        + [("resolution", "64x96", 1), ("resolution", "96x128", 1)] * runtimes
+    )
     assert all(r["ms_per_megapixel"] > 0 for r in report["rows"])
 
 

@@ -14,6 +14,7 @@ from dbsi.export.calibration import read_calibration_set
 from dbsi.export.cli import main
 from dbsi.export.int8 import convolutions_to_quantize, predictor_convolutions
 from dbsi.export.metadata import read_metadata
+from dbsi.export.parity import parity_failures, parity_stats
 from dbsi.export.tensorrt_rules import tensor_types, tensorrt_problems
 from dbsi.runtime.registry import open_backend
 from tests.conftest import real_photo
@@ -199,3 +200,17 @@ def test_a_calibration_of_black_frames_fails_the_40_db_check_and_writes_nothing(
     assert result.exit_code == 1
     assert "FAIL int8-cpu parity" in result.output and "< 40 dB" in result.output
     assert not path.exists()
+
+
+def test_the_cpu_flavour_on_openvino_stays_within_40_db_of_the_fp32_render(exports, checkpoint):
+    pytest.importorskip("openvino", reason="openvino is not installed (extra 'cpu')")
+    from dbsi.export.checks import check_photos, reference_render
+    from dbsi.train.checkpoint import load_renderer
+
+    renderer = load_renderer(checkpoint)
+    with open_backend(exports["cpu"][1], "openvino") as backend:
+        for name, batch in check_photos().items():
+            want = reference_render(renderer, batch)["bokeh"]
+            stats = parity_stats(want, backend.run(batch)["bokeh"])
+            assert parity_failures(stats, "int8-cpu") == [], (name, stats)
+

@@ -1,0 +1,140 @@
+"""OpenVINO backend: the same exported ONNX graphs on Intel's CPU runtime, which reads ONNX
+directly and runs the int8 ``cpu`` flavour's u8 x i8 convolutions fastest on x86.
+
+- Precision is explicit: ``INFERENCE_PRECISION_HINT`` is ``f32`` unless ``bf16`` is asked for.
+  Left to itself OpenVINO runs bf16 on CPUs that have it (it did on this toolkit's AVX-512 test
+  CPU, where bf16 also took minutes per photo), which changes pixels.
+- Shapes: one dynamic-shape model serves every size, and a size met a second time gets a
+  model compiled for it (the ``MAX_STATIC`` most recent ones are kept). Measured on a 2-core
+  EPYC with the full-width graphs at 1024x1536 and similar sizes: a model compiled for one
+  shape runs 3% (fp32) to 16-27% (int8) faster than the dynamic one, but costs 1.5-3 s to
+  compile, so compiling every new shape made a folder of mixed sizes slower (each photo of a
+  new size paid the compilation), while a folder of one size (a camera's) gains from its
+  second photo on.
+- Inference threads are OpenVINO's (``PERFORMANCE_HINT`` LATENCY: one request, every core);
+  ``bokeh-run --workers`` sizes only the decode and encode threads around it.
+- The graph's ``dbsi.*`` metadata_props come through OpenVINO's runtime info, under
+  ``framework`` (openvinotoolkit/openvino#13712).
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dbsi.runtime.backend import Backend, describe_shape_problem
+from dbsi.runtime.contract import INPUT_NAME, MAX_BATCH, OUTPUT_NAME, GraphMetadata
+from dbsi.runtime.errors import BackendError
+
+PRECISIONS = {"f32": "fp32", "bf16": "bf16"}
+# Shape-specific models kept at once (each holds its own compiled graph and buffers).
+MAX_STATIC = 4
+
+
+def _import_openvino():
+    try:
+        import openvino
+    except ImportError as exc:
+        raise BackendError(
+            "openvino is not installed: pip install 'dbsi-bokeh[cpu]' (it brings OpenVINO)"
+        ) from exc
+    return openvino
+
+
+def graph_props(model) -> dict[str, str]:
+    """The ONNX metadata_props of a model OpenVINO read, as strings."""
+    if not model.has_rt_info(["framework"]):
+        return {}
+    entries = model.get_rt_info(["framework"]).value
+    # Entries come as OVAny or already as str, depending on how the map was reached.
+    return {
+        key: value.astype(str) if hasattr(value, "astype") else str(value)
+        for key, value in entries.items()
+    }
+
+
+class OpenVINOBackend(Backend):
+    """A DBSI ONNX graph compiled by OpenVINO for the CPU."""
+
+    def __init__(self, path: str | Path, openvino_precision: str | None = None) -> None:
+        ov = _import_openvino()
+        self.path = Path(path)
+        hint = openvino_precision or "f32"
+        if hint not in PRECISIONS:
+            raise BackendError(f"OpenVINO precision {hint!r} is not one of {', '.join(PRECISIONS)}")
+        core = ov.Core()
+        try:
+            model = core.read_model(str(self.path))
+        except Exception as exc:  # OpenVINO raises RuntimeError subclasses per failure
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise BackendError(f"{self.path}: OpenVINO cannot read it ({first_line})") from exc
+        self.metadata = GraphMetadata.from_props(graph_props(model), str(self.path))
+        inputs = [
+            (port.get_any_name(), port.get_element_type().get_type_name()) for port in model.inputs
+        ]
+        if inputs != [(INPUT_NAME, "u8")]:
+            raise BackendError(
+                f"{self.path}: expected one uint8 input named '{INPUT_NAME}', found {inputs}"
+            )
+        self.outputs = [port.get_any_name() for port in model.outputs]
+        if OUTPUT_NAME not in self.outputs:
+            raise BackendError(f"{self.path}: the graph has no 'bokeh' output ({self.outputs})")
+        self._core, self._model = core, model
+        self._config = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
+        self._compiled = self._compile(model)
+        self._request = self._compiled.create_infer_request()
+        self._seen: collections.Counter[tuple[int, ...]] = collections.Counter()
+        self._static: collections.OrderedDict[tuple[int, ...], Any] = collections.OrderedDict()
+        self._hint = hint
+        self.name = "openvino"
+
+    def _compile(self, model: Any) -> Any:
+        try:
+            return self._core.compile_model(model, "CPU", self._config)
+        except Exception as exc:  # OpenVINO raises RuntimeError subclasses per failure
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise BackendError(f"{self.path}: OpenVINO cannot compile it ({first_line})") from exc
+
+    def _request_for(self, shape: tuple[int, ...]) -> Any:
+        """The shape's own model from its second batch on (see the module docstring), the
+        dynamic one before."""
+        if shape in self._static:
+            self._static.move_to_end(shape)
+            return self._static[shape]
+        self._seen[shape] += 1
+        if self._seen[shape] < 2:
+            return self._request
+        model = self._model.clone()
+        model.reshape({INPUT_NAME: list(shape)})
+        self._static[shape] = self._compile(model).create_infer_request()
+        if len(self._static) > MAX_STATIC:
+            self._static.popitem(last=False)
+        return self._static[shape]
+
+    @property
+    def device(self) -> str:
+        return "CPU"
+
+    @property
+    def precision(self) -> str:
+        """The graph's precision, or bf16 when OpenVINO was asked to compute an fp32 graph in
+        bf16."""
+        return PRECISIONS[self._hint] if self._hint == "bf16" else self.metadata.precision
+
+    def accepts(self, shape: Sequence[int]) -> str | None:
+        side = self.metadata.min_input_side, self.metadata.max_input_side
+        return describe_shape_problem(shape, (1, side[0], side[0]), (MAX_BATCH, side[1], side[1]))
+
+    def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        request = self._request_for(tuple(batch.shape))
+        results = request.infer({INPUT_NAME: np.ascontiguousarray(batch)})
+        # Copies: the request's output tensors are reused by the next call.
+        return {name: np.array(results[name], copy=True) for name in self.outputs}
+
+    def close(self) -> None:
+        self._request = self._compiled = self._model = None
+        self._static.clear()

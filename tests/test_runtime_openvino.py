@@ -1,0 +1,111 @@
+"""The OpenVINO backend: the same exported graphs as ONNX Runtime, the same pictures, the same
+errors; precision always explicit."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from dbsi.export.parity import parity_failures, parity_stats
+from dbsi.runtime.errors import BackendError
+from dbsi.runtime.registry import open_backend
+from tests.conftest import real_photo
+from tests.test_runtime_cli import generated, read, run_cli, write
+from tests.test_runtime_cli import tiny_model as tiny_model  # noqa: F401
+
+pytest.importorskip("openvino", reason="openvino is not installed (extra 'cpu')")
+
+
+def test_bokeh_run_on_openvino_renders_what_onnxruntime_renders(tiny_model, tmp_path):
+    pictures = {
+        "chelsea.png": np.ascontiguousarray(real_photo("chelsea")[:, :, ::-1]),
+        "portrait.png": generated(150, 97, 1),
+        "wide.png": generated(64, 200, 2),
+    }
+    for name, bgr in pictures.items():
+        write(tmp_path / "in" / name, bgr)
+    for backend in ("openvino", "onnxruntime"):
+        code, output = run_cli(
+            tiny_model.path, tmp_path / "in", "--out", tmp_path / backend, "--backend", backend
+        )
+        assert code == 0, output
+    for name in pictures:
+        stats = parity_stats(
+            read(tmp_path / "onnxruntime" / name), read(tmp_path / "openvino" / name)
+        )
+        assert parity_failures(stats, "fp32") == [], (name, stats)
+
+
+def test_openvino_computes_in_f32_unless_bf16_is_asked_for(tiny_model):
+    import openvino as ov
+
+    with open_backend(tiny_model.path, "openvino") as backend:
+        assert backend.name == "openvino" and backend.precision == "fp32"
+        assert backend._compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32
+    # In a process of its own: on this suite's AMD CPU a bf16-compiled OpenVINO model left the
+    # process to crash later in torch's training code (OpenVINO and torch each carry oneDNN).
+    script = (
+        "import sys; from dbsi.runtime.registry import open_backend\n"
+        "with open_backend(sys.argv[1], 'openvino', openvino_precision='bf16') as b:\n"
+        "    print(b.precision, b._compiled.get_property('INFERENCE_PRECISION_HINT'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tiny_model.path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.split()[0] == "bf16" and "bfloat16" in done.stdout
+
+
+def test_the_openvino_backend_reads_the_graphs_metadata(tiny_model):
+    with open_backend(tiny_model.path, "openvino") as backend:
+        assert backend.metadata == tiny_model.metadata
+        assert backend.outputs == ["bokeh", "weights"]
+        assert "width 10" in backend.accepts((1, 64, 10, 3))
+        batch = np.stack([generated(64, 96, 3), generated(64, 96, 4)])
+        out = backend.run(batch)
+        np.testing.assert_allclose(out["weights"].sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_openvino_missing_is_a_clear_error_with_exit_2(tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    with pytest.raises(BackendError, match="openvino is not installed"):
+        open_backend(tiny_model.path, "openvino")
+    write(tmp_path / "a.png", generated(64, 64, 5))
+    code, output = run_cli(
+        tiny_model.path, tmp_path / "a.png", "--out", tmp_path / "out", "--backend", "openvino"
+    )
+    assert code == 2 and "openvino is not installed" in output
+
+
+def test_a_graph_without_our_metadata_is_refused_by_openvino_too(tiny_model, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(str(tiny_model.path))
+    del model.metadata_props[:]
+    bare = tmp_path / "bare.onnx"
+    onnx.save(model, str(bare))
+    with pytest.raises(BackendError, match="bare.onnx: not a DBSI model"):
+        open_backend(bare, "openvino")
+
+
+def test_the_openvino_precision_option_is_refused_for_onnxruntime(tiny_model):
+    with pytest.raises(BackendError, match="--openvino-precision does not apply to the onnx"):
+        open_backend(tiny_model.path, openvino_precision="bf16")
+
+
+def test_a_size_met_again_gets_its_own_model_and_renders_the_same(tiny_model):
+    from dbsi.runtime.openvino_backend import MAX_STATIC
+
+    sizes = [(64, 64 + 8 * i) for i in range(MAX_STATIC + 2)]
+    with open_backend(tiny_model.path, "openvino") as backend:
+        first = {size: backend.run(generated(*size, 7)[None])["bokeh"] for size in sizes}
+        assert len(backend._static) == 0
+        for size in sizes:
+            again = backend.run(generated(*size, 7)[None])["bokeh"]
+            assert parity_failures(parity_stats(first[size], again), "fp32") == [], size
+        assert len(backend._static) == MAX_STATIC
+        assert list(backend._static) == [(1, *size, 3) for size in sizes[-MAX_STATIC:]]
