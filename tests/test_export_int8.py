@@ -213,4 +213,3 @@ def test_the_cpu_flavour_on_openvino_stays_within_40_db_of_the_fp32_render(expor
             want = reference_render(renderer, batch)["bokeh"]
             stats = parity_stats(want, backend.run(batch)["bokeh"])
             assert parity_failures(stats, "int8-cpu") == [], (name, stats)
-
