@@ -235,16 +235,53 @@ def parity(models, out, cache, pytorch_only, openvino_bf16) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="torchvision's alexnet-owt-7be5be79.pth, if not in the torch hub cache.",
 )
+@click.option(
+    "--sheet",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write a contact sheet PNG here: per pair input | model per mode | ground truth "
+    "| weight maps (colours explained in its legend).",
+)
+@click.option(
+    "--sheet-pairs",
+    type=click.IntRange(1),
+    default=6,
+    show_default=True,
+    help="Rows of the contact sheet (the first pairs evaluated; photos of --sheet-photos too).",
+)
+@click.option(
+    "--sheet-photos",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A folder of photos without ground truth to add to the sheet: input | bokeh (the "
+    "checkpoint in fullres) | weight maps.",
+)
 @environment_errors
-def quality(models, out, cache, data, subset, split_file, modes, limit, lpips_backbone):
+def quality(
+    models,
+    out,
+    cache,
+    data,
+    subset,
+    split_file,
+    modes,
+    limit,
+    lpips_backbone,
+    sheet,
+    sheet_pairs,
+    sheet_photos,
+):
     """PSNR, SSIM and LPIPS on DATA, an EBB!-layout folder (Training/original+bokeh,
     train/original+bokeh, or original/+bokeh/, e.g. `bokeh-train synth` output), by the paper
     author's protocol, for the model in each render mode and for two baselines: identity and a
-    global 75x75 Gaussian blur. LPIPS is "unavailable" without the AlexNet backbone file.
+    global 75x75 Gaussian blur. Without the AlexNet backbone file LPIPS is not computed: one
+    note says so, and its column is empty ("-"; null in the JSON).
     Exit code 1 when some pair could not be evaluated.
 
-    Example: bokeh-bench quality demo/data --split-file demo/run/split.json --model best.pt"""
+    Example: bokeh-bench quality demo/data --split-file demo/run/split.json --model best.pt
+    --sheet sheet.png"""
     from dbsi.benchmarks.quality import COLUMNS, RENDER_MODES, quality_report
+
+    if sheet_photos is not None and sheet is None:
+        fail("--sheet-photos adds to a contact sheet: give --sheet PATH too")
 
     report = quality_report(
         data,
@@ -255,6 +292,9 @@ def quality(models, out, cache, data, subset, split_file, modes, limit, lpips_ba
         modes=modes or RENDER_MODES,
         limit=limit,
         lpips_backbone=lpips_backbone,
+        sheet=sheet,
+        sheet_pairs=sheet_pairs,
+        sheet_photos=sheet_photos,
         log=echo,
     )
     finish(report, COLUMNS, out, "quality")

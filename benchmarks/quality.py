@@ -1,9 +1,11 @@
 """``bokeh-bench quality``: PSNR, SSIM and LPIPS of a model and of baselines on image pairs.
 
-Protocol of the paper's author (DESIGN.md section 3, Stacked_DMSHN_bokeh ``eval.py``):
+Protocol of the paper's author (docs/DESIGN.md section 3, Stacked_DMSHN_bokeh ``eval.py``):
 full-resolution uint8 images as OpenCV reads them; PSNR from scikit-image with data range 255;
 SSIM from scikit-image with its default 7x7 uniform window on each channel, averaged; LPIPS
-v0.1 AlexNet on RGB in [-1, 1] (``dbsi.benchmarks.lpips_alex``), or "unavailable".
+v0.1 AlexNet on RGB in [-1, 1] (``dbsi.benchmarks.lpips_alex``). Without its weights LPIPS is
+not computed: the rows hold no LPIPS value (None, null in the JSON) and the report says why once
+(its ``lpips`` status and one note).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from dbsi.benchmarks.metrics import protocol_ssim, psnr
+from dbsi.benchmarks.metrics import in_focus_mask, protocol_ssim, psnr
 from dbsi.benchmarks.models import CHECKPOINT_SUFFIXES, Candidate, ModelSet
 from dbsi.benchmarks.pairs import select_pairs
 from dbsi.benchmarks.report import base_report
@@ -39,7 +41,14 @@ COLUMNS = [
     ("PSNR dB", "psnr_db", ".3f"),
     ("SSIM", "ssim", ".4f"),
     ("LPIPS", "lpips", ".4f"),
+    ("PSNR in focus", "psnr_in_focus_db", ".3f"),
+    ("SSIM in focus", "ssim_in_focus", ".4f"),
 ]
+IN_FOCUS_NOTE = (
+    "In focus: PSNR and SSIM over the pixels where the ground truth is the input itself (the "
+    "sharp subject of an aligned pair, 5x5 mean difference under 2 levels), over the pairs where "
+    "that is at least 1% of the picture ({count} of {total}); '-' when none is."
+)
 
 
 def read_bgr(path: Path) -> np.ndarray:
@@ -83,13 +92,13 @@ def evaluate(
     methods: Sequence[tuple[str, str, Callable[[np.ndarray], np.ndarray]]],
     pairs: Sequence[Pair],
     lpips_model: Any | None,
-    lpips_status: str,
     progress: Callable[[], None] | None = None,
     log: Callable[[str], None] = print,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(summary row per method, per-pair rows). A pair that cannot be read (unreadable,
     undecodable, a truncated JPEG) or whose images differ in size is logged with the reason and
-    skipped; each method's ``failed`` counts them."""
+    skipped; each method's ``failed`` counts them. With no ``lpips_model`` every row's LPIPS
+    is None (the caller states why, once)."""
     from dbsi.benchmarks.lpips_alex import lpips_distance
 
     per_pair: list[dict[str, Any]] = []
@@ -107,6 +116,7 @@ def evaluate(
             for key in failed:
                 failed[key] += 1
             continue
+        focus = in_focus_mask(original, target)
         for name, mode, method in methods:
             try:
                 prediction = method(original)
@@ -123,6 +133,10 @@ def evaluate(
                 "lpips": None
                 if lpips_model is None
                 else lpips_distance(lpips_model, target, prediction),
+                "psnr_in_focus_db": None if focus is None else psnr(target, prediction, focus),
+                "ssim_in_focus": None
+                if focus is None
+                else protocol_ssim(target, prediction, focus),
             }
             per_pair.append(row)
         if progress is not None:
@@ -131,6 +145,7 @@ def evaluate(
     for name, mode, _ in methods:
         mine = [r for r in per_pair if r["method"] == name and r["mode"] == mode]
         lpips_values = [r["lpips"] for r in mine if r["lpips"] is not None]
+        focused = [r for r in mine if r["psnr_in_focus_db"] is not None]
         summary.append(
             {
                 "method": name,
@@ -139,10 +154,10 @@ def evaluate(
                 "failed": failed[name, mode],
                 "psnr_db": mean_over_pairs([r["psnr_db"] for r in mine]),
                 "ssim": mean_over_pairs([r["ssim"] for r in mine]),
-                "lpips": mean_over_pairs(lpips_values)
-                if lpips_model is not None
-                else "unavailable",
-                "lpips_status": lpips_status,
+                "lpips": mean_over_pairs(lpips_values),
+                "in_focus_pairs": len(focused),
+                "psnr_in_focus_db": mean_over_pairs([r["psnr_in_focus_db"] for r in focused]),
+                "ssim_in_focus": mean_over_pairs([r["ssim_in_focus"] for r in focused]),
             }
         )
     return summary, per_pair
@@ -186,11 +201,16 @@ def quality_report(
     modes: Sequence[str] = RENDER_MODES,
     limit: int | None = None,
     lpips_backbone: Path | None = None,
+    sheet: Path | None = None,
+    sheet_pairs: int = 6,
+    sheet_photos: Path | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """``bokeh-bench quality``: choose the pairs in ``data`` (``select_pairs``), score the
-    baselines and the models on them (``evaluate``) and return the report. ValueError when
-    scikit-image is missing or ``data`` is no data folder."""
+    baselines and the models on them (``evaluate``) and return the report; with ``sheet``, also
+    write a contact sheet of the first ``sheet_pairs`` pairs (and of the photos in
+    ``sheet_photos``) there (``write_quality_sheet``). ValueError when scikit-image is missing
+    or ``data`` is no data folder."""
     from dbsi.benchmarks.lpips_alex import load_lpips
 
     try:
@@ -200,21 +220,36 @@ def quality_report(
             "quality needs scikit-image for the protocol's PSNR and SSIM "
             "(pip install 'dbsi-bokeh[dev]')"
         ) from None
+    if (
+        sheet_photos is not None
+        and models
+        and not any(m.suffix.lower() in CHECKPOINT_SUFFIXES for m in models)
+    ):
+        raise ValueError("--sheet-photos renders with a checkpoint: give its .pt as --model")
     machine, gpu = look_at_machine()
     pairs, chosen, left_out = select_pairs(data, subset, split_file)
     for reason in left_out:
         log(f"left out: {reason}")
     pairs = pairs[:limit] if limit else pairs
     log(f"{chosen}; evaluating {len(pairs)} pairs")
-    lpips_model, lpips_status = load_lpips(lpips_backbone)
-    log(f"LPIPS: {lpips_status}")
+    lpips_model, lpips_status = load_lpips(lpips_backbone)  # said once, in the notes
     methods: list[Method] = [("identity", "-", identity), ("gaussian-blur-75", "-", global_blur)]
     model_ones, opened = model_methods(models, cache, gpu, modes, log)
     methods += model_ones
     try:
         with progress_bar(len(pairs), "quality", "pair") as bar:
-            rows, per_pair = evaluate(
-                methods, pairs, lpips_model, lpips_status, progress=bar.update, log=log
+            rows, per_pair = evaluate(methods, pairs, lpips_model, progress=bar.update, log=log)
+        if sheet is not None:
+            write_quality_sheet(
+                sheet,
+                data,
+                pairs,
+                model_ones,
+                per_pair,
+                opened[0].checkpoint if opened else None,
+                sheet_pairs=sheet_pairs,
+                photos=sheet_photos,
+                log=log,
             )
     finally:
         for model_set in opened:
@@ -231,4 +266,75 @@ def quality_report(
     )
     report["notes"].append(f"Data: {chosen}. Protocol: {PROTOCOL}.")
     report["notes"].append(f"LPIPS: {lpips_status}")
+    focused = {r["pair"] for r in per_pair if r["psnr_in_focus_db"] is not None}
+    evaluated = {r["pair"] for r in per_pair}
+    report["notes"].append(IN_FOCUS_NOTE.format(count=len(focused), total=len(evaluated)))
+    if sheet is not None:
+        report["notes"].append(f"Contact sheet: {sheet}")
     return report
+
+
+def sizes_of(images: Sequence[tuple[str, np.ndarray, np.ndarray]]) -> str:
+    """ " (HxW)" of the images, or " (HxW, ...)" when they differ."""
+    sizes = sorted({f"{o.shape[0]}x{o.shape[1]}" for _, o, _ in images})
+    return f" ({', '.join(sizes)})" if sizes else ""
+
+
+def write_quality_sheet(
+    path: Path,
+    data: Path,
+    pairs: Sequence[Pair],
+    model_ones: Sequence[Method],
+    per_pair: Sequence[dict[str, Any]],
+    checkpoint: Path | None,
+    *,
+    sheet_pairs: int = 6,
+    photos: Path | None = None,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """The contact sheet (``dbsi.benchmarks.contact_sheet``) of the first ``sheet_pairs``
+    readable pairs: input | each model method | ground truth | weight maps, the weight maps and
+    the legend from ``checkpoint`` (left out without one); then, with ``photos``, that folder's
+    first ``sheet_pairs`` images rendered by the checkpoint in fullres."""
+    from dbsi.benchmarks.contact_sheet import (
+        describe,
+        draw_sheet,
+        model_renderer,
+        pair_section,
+        photo_section,
+        render_photos,
+    )
+
+    images = []
+    for pair in pairs:
+        try:
+            original, target = read_bgr(pair.original), read_bgr(pair.bokeh)
+        except ValueError:
+            continue
+        if original.shape == target.shape:
+            images.append((pair.stem, original, target))
+        if len(images) == sheet_pairs:
+            break
+    render, config = model_renderer(checkpoint) if checkpoint else (None, None)
+    if render is None:
+        log("sheet: no checkpoint, so no weight maps (ONNX and engines render the bokeh only)")
+    sections = [
+        pair_section(
+            f"{len(images)} pairs of {data}{sizes_of(images)}; under each picture: PSNR and "
+            "SSIM against the ground truth",
+            images,
+            model_ones,
+            (lambda bgr: render(bgr)[1]) if render else None,
+            per_pair,
+        )
+    ]
+    if photos is not None and render is not None:
+        rendered = render_photos(photos, render, sheet_pairs, log)
+        sections.append(
+            photo_section(f"{len(rendered)} photos of {photos} (no ground truth)", rendered)
+        )
+    title = f"Contact sheet: {checkpoint}, {describe(config)}" if config else "Contact sheet"
+    kernel_sizes = config.kernel_sizes if config else None
+    written = draw_sheet(sections, path, title=title, kernel_sizes=kernel_sizes)
+    log(f"Contact sheet: {written}")
+    return written

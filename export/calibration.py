@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 import onnx
 
-from dbsi.runtime.contract import INPUT_NAME
+from dbsi.runtime.contract import graph_inputs
 from dbsi.runtime.images import IMAGE_EXTENSIONS, ImageError, read_image
 from dbsi.runtime.provenance import file_sha256
 from dbsi.train.config import BokehConfig
@@ -190,9 +190,11 @@ def activation_ranges(
         augmented.SerializeToString(), providers=["CPUExecutionProvider"]
     )
     config = BokehConfig.from_dict(_config_of(model))
+    names = [i.name for i in session.get_inputs()]
     statistics = {name: _Statistics(symmetric, method == "percentile") for name in tensors}
     for image in photos.images:
-        values = session.run(list(tensors), {INPUT_NAME: network_input(image, config)})
+        feed = graph_inputs(names, network_input(image, config))
+        values = session.run(list(tensors), feed)
         for name, value in zip(tensors, values):
             statistics[name].add(value)
         del values

@@ -24,7 +24,13 @@ from dbsi.export.onnx_graph import PixelsToBokeh
 from dbsi.export.parity import PARITY_THRESHOLDS, parity_failures, parity_stats
 from dbsi.export.photos import sample_photos
 from dbsi.export.tensorrt_rules import tensorrt_problems
-from dbsi.runtime.contract import INPUT_NAME, OUTPUT_NAME, WEIGHTS_NAME
+from dbsi.runtime.contract import (
+    APERTURE_NAME,
+    OUTPUT_NAME,
+    WEIGHTS_NAME,
+    GraphMetadata,
+    graph_inputs,
+)
 from dbsi.train.render import BokehRenderer
 
 
@@ -85,14 +91,47 @@ def check_photos() -> dict[str, np.ndarray]:
     return {name: np.ascontiguousarray(batch) for name, batch in batches.items()}
 
 
-def reference_render(
-    renderer: BokehRenderer, batch_bgr: np.ndarray, with_weights: bool = False
+# A batch of two rendered at two apertures at once: each picture takes its own.
+CHECK_APERTURES = (0.5, 2.0)
+
+
+def photo_cases(
+    photos: dict[str, np.ndarray], takes_aperture: bool
+) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
+    """(name, batch, apertures) to run: every photo batch at aperture 1, and for a graph that
+    takes an aperture the last batch of two again at ``CHECK_APERTURES``."""
+    cases = []
+    for name, batch in photos.items():
+        ones = np.ones(len(batch), np.float32) if takes_aperture else None
+        cases.append((name, batch, ones))
+    two = [(name, batch) for name, batch in photos.items() if len(batch) == len(CHECK_APERTURES)]
+    if takes_aperture and two:
+        name, batch = two[-1]
+        label = " and ".join(f"{a:g}" for a in CHECK_APERTURES)
+        cases.append((f"{name} at apertures {label}", batch, np.array(CHECK_APERTURES, np.float32)))
+    return cases
+
+
+def graph_feed(
+    session: ort.InferenceSession, batch: np.ndarray, apertures: np.ndarray | None
 ) -> dict[str, np.ndarray]:
-    """The PyTorch render of a uint8 BGR batch through the same pixel wrapper the graph holds:
-    ``{"bokeh": uint8 NHWC BGR}`` plus ``"weights"`` when asked for."""
+    """The session's inputs for a batch: the pixels, and the apertures when it takes them."""
+    return graph_inputs([i.name for i in session.get_inputs()], batch, apertures)
+
+
+def reference_render(
+    renderer: BokehRenderer,
+    batch_bgr: np.ndarray,
+    with_weights: bool = False,
+    apertures: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """The PyTorch render of a uint8 BGR batch (at ``apertures``, or as trained) through the
+    same pixel wrapper the graph holds: ``{"bokeh": uint8 NHWC BGR}`` plus ``"weights"`` when
+    asked for."""
     module = PixelsToBokeh(renderer.eval(), with_weights=True)
+    aperture = None if apertures is None else torch.from_numpy(apertures)
     with torch.no_grad():
-        pixels, weights = module(torch.from_numpy(batch_bgr))
+        pixels, weights = module(torch.from_numpy(batch_bgr), aperture)
     out = {OUTPUT_NAME: pixels.numpy()}
     if with_weights:
         out[WEIGHTS_NAME] = weights.numpy()
@@ -116,10 +155,11 @@ def compare_with_reference(
     ``PARITY_THRESHOLDS[precision]``."""
     outputs = [o.name for o in session.get_outputs()]
     with_weights = WEIGHTS_NAME in outputs
+    takes_aperture = APERTURE_NAME in {i.name for i in session.get_inputs()}
     rows = []
-    for name, batch in photos.items():
-        got = dict(zip(outputs, session.run(None, {INPUT_NAME: batch})))
-        want = reference_render(renderer, batch, with_weights)
+    for name, batch, apertures in photo_cases(photos, takes_aperture):
+        got = dict(zip(outputs, session.run(None, graph_feed(session, batch, apertures))))
+        want = reference_render(renderer, batch, with_weights, apertures)
         stats = parity_stats(want[OUTPUT_NAME], got[OUTPUT_NAME])
         failures = parity_failures(stats, precision)
         weights_error = None
@@ -141,14 +181,25 @@ def compare_with_reference(
     return rows
 
 
-def io_problems(model: onnx.ModelProto, outputs: list[str]) -> list[str]:
-    """The graph's I/O against the contract: ``image`` uint8 N x H x W x 3 in, the metadata's
-    outputs out, ``bokeh`` uint8 and ``weights`` float32."""
+def io_problems(model: onnx.ModelProto, metadata: GraphMetadata) -> list[str]:
+    """The graph's I/O against the contract: ``image`` uint8 N x H x W x 3 in (and
+    ``aperture`` float32 [N] when the metadata lists it), the metadata's outputs out, ``bokeh``
+    uint8 and ``weights`` float32."""
     problems = []
+    outputs = list(metadata.outputs)
     inputs = [(i.name, i.type.tensor_type) for i in model.graph.input]
-    if [name for name, _ in inputs] != [INPUT_NAME]:
-        problems.append(f"inputs are {[name for name, _ in inputs]}, expected ['{INPUT_NAME}']")
+    if [name for name, _ in inputs] != list(metadata.inputs):
+        problems.append(
+            f"inputs are {[name for name, _ in inputs]}, metadata says {list(metadata.inputs)}"
+        )
     else:
+        if metadata.takes_aperture:
+            aperture = inputs[1][1]
+            dims = [d.dim_value if d.HasField("dim_value") else None for d in aperture.shape.dim]
+            if aperture.elem_type != TensorProto.FLOAT or dims != [None]:
+                problems.append(
+                    f"input aperture is not float32 [N] (type {aperture.elem_type}, {dims})"
+                )
         tensor = inputs[0][1]
         dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
         if tensor.elem_type != TensorProto.UINT8 or len(dims) != 4 or dims[3] != 3:
@@ -198,7 +249,7 @@ def run_checks(
         "shape inference (strict)",
         _problems_of(lambda: onnx.shape_inference.infer_shapes(model, True, True)),
     )
-    report.add("graph I/O", io_problems(model, list(metadata.outputs)))
+    report.add("graph I/O", io_problems(model, metadata))
     if metadata.for_tensorrt:
         report.add(
             "TensorRT parser rules",
@@ -223,7 +274,7 @@ def run_checks(
     if renderer is None:
         problems = []
         for name, batch in photos.items():
-            out = session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
+            out = session.run([OUTPUT_NAME], graph_feed(session, batch, None))[0]
             if out.shape != batch.shape or out.dtype != np.uint8:
                 problems.append(f"{name}: output {out.dtype} {out.shape}")
         report.add("ONNX Runtime runs", problems, f"{len(photos)} photo batches, parity not judged")

@@ -1,5 +1,5 @@
 """ONNX -> TensorRT engine plus its JSON sidecar (docs/ARTEFACTS.md), with the TensorRT 10.x /
-11.x Python API (DESIGN.md section 4): strongly typed network, ONNX parser with its errors
+11.x Python API (docs/DESIGN.md section 5): strongly typed network, ONNX parser with its errors
 reported, workspace limit, one optimisation profile for input ``image``, TF32 off for fp32
 parity, a timing cache file reused across builds, ``build_serialized_network``.
 
@@ -18,10 +18,10 @@ from typing import Any
 
 from dbsi.export.metadata import read_metadata
 from dbsi.runtime.atomic import atomic_write_bytes
-from dbsi.runtime.contract import INPUT_NAME, GraphMetadata
+from dbsi.runtime.contract import GraphMetadata
 from dbsi.runtime.cuda_device import INSTALL_HINT, import_cudart, local_gpu
 from dbsi.runtime.errors import BackendError
-from dbsi.runtime.profile import Profile
+from dbsi.runtime.profile import Profile, input_shapes
 from dbsi.runtime.provenance import file_sha256, toolkit_version
 
 # The sidecar's reader (the runtime's TensorRT backend) defines its name and format; the GPU
@@ -154,7 +154,11 @@ def build_engine(
     if version_compatible:
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
     optimisation_profile = builder.create_optimization_profile()
-    optimisation_profile.set_shape(INPUT_NAME, profile["min"], profile["opt"], profile["max"])
+    shapes = input_shapes(profile, onnx_metadata.inputs)
+    for name in onnx_metadata.inputs:
+        optimisation_profile.set_shape(
+            name, shapes["min"][name], shapes["opt"][name], shapes["max"][name]
+        )
     if config.add_optimization_profile(optimisation_profile) < 0:
         raise BuildFailed(f"{onnx_path}: TensorRT refused the optimisation profile {profile}")
     cache_path = Path(timing_cache) if timing_cache else None

@@ -25,18 +25,33 @@ from onnx import TensorProto
 from onnxconverter_common import float16
 
 from dbsi.export.metadata import has_metadata, model_metadata, set_metadata
+from dbsi.train.aperture import ApertureMix
+
+APERTURE_MODULE = f"{ApertureMix.__module__}.{ApertureMix.__qualname__}"
 
 
 def fp32_node_names(model: onnx.ModelProto) -> list[str]:
-    """Nodes that must stay float32: every Softmax, every reflect Pad, and every Conv that
-    reads a Pad's output (the separable Gaussian passes)."""
+    """Nodes that must stay float32: every Softmax, every reflect Pad, every Conv that reads a
+    Pad's output (the separable Gaussian passes), and the aperture mix (its matrix and the
+    weighted sums of the softmax's maps, so that aperture 1 passes them on unchanged). The
+    mix's nodes are found by the exporter's record of the module that made them."""
     pad_outputs = {node.output[0] for node in model.graph.node if node.op_type == "Pad"}
     return [
         node.name
         for node in model.graph.node
         if node.op_type in ("Softmax", "Pad")
         or (node.op_type == "Conv" and node.input[0] in pad_outputs)
+        or _made_by(node, APERTURE_MODULE)
     ]
+
+
+def _made_by(node: onnx.NodeProto, module_class: str) -> bool:
+    """Whether the exporter recorded ``module_class`` among the modules that made ``node``
+    (``pkg.torch.onnx.class_hierarchy`` in its metadata_props)."""
+    return any(
+        prop.key == "pkg.torch.onnx.class_hierarchy" and module_class in prop.value
+        for prop in node.metadata_props
+    )
 
 
 def retarget_float_casts(model: onnx.ModelProto) -> int:
@@ -107,11 +122,79 @@ def restore_float_outputs(model: onnx.ModelProto, float_outputs: set[str]) -> No
         output.type.tensor_type.elem_type = TensorProto.FLOAT
 
 
+def remove_round_trip_casts(model: onnx.ModelProto) -> int:
+    """Let float32 nodes read each other's float32 outputs directly: the converter routes a
+    tensor between two blocked nodes through ``Cast(to=float16)`` then ``Cast(to=float)``,
+    rounding it to float16 on the way (the aperture mix would then change the weights at
+    aperture 1). Returns how many round trips were removed."""
+    graph = model.graph
+    producer = {name: node for node in graph.node for name in node.output}
+    outputs = {o.name for o in graph.output}
+
+    def cast_to(node: onnx.NodeProto) -> int | None:
+        if node.op_type != "Cast":
+            return None
+        return next((a.i for a in node.attribute if a.name == "to"), None)
+
+    removed = 0
+    for node in list(graph.node):
+        down = producer.get(node.input[0]) if node.input else None
+        if cast_to(node) != TensorProto.FLOAT or down is None:
+            continue
+        if cast_to(down) != TensorProto.FLOAT16 or node.output[0] in outputs:
+            continue
+        source = producer.get(down.input[0])
+        if source is not None and cast_to(source) == TensorProto.FLOAT16:
+            continue  # a float16 tensor cast up and down: not a round trip from float32
+        for consumer in graph.node:
+            for i, name in enumerate(consumer.input):
+                if name == node.output[0]:
+                    consumer.input[i] = down.input[0]
+        graph.node.remove(node)
+        removed += 1
+    read = {name for node in graph.node for name in node.input} | outputs
+    for node in list(graph.node):
+        if node.op_type == "Cast" and node.output[0] not in read:
+            graph.node.remove(node)
+    return removed
+
+
+def unshare_initializers(model: onnx.ModelProto, blocked: set[str]) -> int:
+    """Give the ``blocked`` nodes their own copy of every float initializer they share with
+    converted nodes (the exporter stores each constant once, e.g. one 0.0 for every clamp):
+    the converter retypes a shared one to float16 under the float32 node too, which no runtime
+    accepts. Returns how many were copied."""
+    graph = model.graph
+    floats = {t.name: t for t in graph.initializer if t.data_type == TensorProto.FLOAT}
+    readers: dict[str, set[bool]] = {}
+    for node in graph.node:
+        for name in node.input:
+            if name in floats:
+                readers.setdefault(name, set()).add(node.name in blocked)
+    copied = 0
+    for name, kinds in readers.items():
+        if kinds != {True, False}:
+            continue
+        copy = onnx.TensorProto()
+        copy.CopyFrom(floats[name])
+        copy.name = f"{name}_fp32"
+        graph.initializer.append(copy)
+        for node in graph.node:
+            if node.name in blocked:
+                for i, input_name in enumerate(node.input):
+                    if input_name == name:
+                        node.input[i] = copy.name
+        copied += 1
+    return copied
+
+
 def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     """An FP16 copy of an fp32 export; its ``dbsi.*`` metadata (when present) says fp16."""
     source = onnx.ModelProto()
     source.CopyFrom(model)
     drop_initializer_value_info(source)
+    blocked = fp32_node_names(source)
+    unshare_initializers(source, set(blocked))
     float_outputs = {
         o.name for o in model.graph.output if o.type.tensor_type.elem_type == TensorProto.FLOAT
     }
@@ -121,11 +204,12 @@ def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
         converted = float16.convert_float_to_float16(
             source,
             keep_io_types=True,
-            node_block_list=fp32_node_names(model),
+            node_block_list=blocked,
             op_block_list=float16.DEFAULT_OP_BLOCK_LIST,
         )
     retarget_float_casts(converted)
     restore_float_outputs(converted, float_outputs)
+    remove_round_trip_casts(converted)
     if has_metadata(model):
         metadata = model_metadata(model, "the fp32 export")
         set_metadata(converted, metadata.replace(precision="fp16"))

@@ -18,6 +18,7 @@ from torch import nn
 from dbsi.export.metadata import set_metadata
 from dbsi.runtime.atomic import atomic_path
 from dbsi.runtime.contract import (
+    APERTURE_NAME,
     INPUT_NAME,
     MAX_BATCH,
     MAX_SIDE,
@@ -29,23 +30,26 @@ from dbsi.runtime.provenance import toolkit_version
 from dbsi.train.render import BokehRenderer
 
 OPSET = 18
+# Every graph exported now takes a run-time aperture beside the picture.
+INPUTS = (INPUT_NAME, APERTURE_NAME)
 
 
 class PixelsToBokeh(nn.Module):
-    """uint8 N x H x W x 3 BGR -> uint8 N x H x W x 3 BGR (and float weights N x (n+1) x H x W)."""
+    """uint8 N x H x W x 3 BGR (and float32 apertures [N]) -> uint8 N x H x W x 3 BGR (and
+    float weights N x (n+1) x H x W)."""
 
     def __init__(self, renderer: BokehRenderer, with_weights: bool = False) -> None:
         super().__init__()
         self.renderer = renderer
         self.with_weights = with_weights
 
-    def forward(self, image: torch.Tensor):
+    def forward(self, image: torch.Tensor, aperture: torch.Tensor | None = None):
         # Cast first and last: TensorRT accepts UINT8 only as a network input that feeds a Cast
         # and as a network output that a Cast produces, so every transpose, channel flip and
         # rounding happens on float tensors (see dbsi.export.tensorrt_rules). Flips and
         # transposes commute with the casts: the pixels are the same either way.
         rgb = image.float().permute(0, 3, 1, 2).flip(1) / 255.0
-        bokeh, weights = self.renderer(rgb)
+        bokeh, weights = self.renderer(rgb, aperture)
         levels = (bokeh.clamp(0.0, 1.0) * 255.0).round().flip(1).permute(0, 2, 3, 1)
         pixels = levels.to(torch.uint8)
         if self.with_weights:
@@ -85,8 +89,10 @@ def trace_onnx(renderer: BokehRenderer, *, with_weights: bool = False) -> onnx.M
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     height = torch.export.Dim("height", min=min_side, max=MAX_SIDE)
     width = torch.export.Dim("width", min=min_side, max=MAX_SIDE)
-    # A sample that specialises nothing: batch 2, sides that differ and are not network sizes.
+    # A sample that specialises nothing: batch 2, sides that differ and are not network sizes,
+    # apertures that are not 1.
     sample = torch.randint(0, 256, (2, min_side + 61, min_side + 93, 3), dtype=torch.uint8)
+    apertures = torch.tensor([0.7, 1.9])
     # The exporter logs one warning per torchvision op it cannot register (torchvision is not
     # needed here); silence that logger for the export only.
     registration_log = logging.getLogger("torch.onnx._internal.exporter._registration")
@@ -97,10 +103,10 @@ def trace_onnx(renderer: BokehRenderer, *, with_weights: bool = False) -> onnx.M
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
                 module,
-                (sample,),
+                (sample, apertures),
                 dynamo=True,
-                dynamic_shapes=({0: batch, 1: height, 2: width},),
-                input_names=[INPUT_NAME],
+                dynamic_shapes=({0: batch, 1: height, 2: width}, {0: batch}),
+                input_names=list(INPUTS),
                 output_names=output_names(with_weights),
                 opset_version=OPSET,
                 verbose=False,
@@ -133,6 +139,7 @@ def checkpoint_onnx(
         precision="fp32",
         checkpoint_sha256=checkpoint_sha256,
         toolkit_version=toolkit_version(),
+        inputs=INPUTS,
     )
     set_metadata(model, metadata)
     return model

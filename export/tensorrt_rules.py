@@ -37,7 +37,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-# Opsets: 17 is the least our graph needs (DESIGN: softmax over channels, Resize semantics);
+# Opsets: 17 is the least our graph needs (channel softmax, Resize; docs/DESIGN.md section 4.4);
 # 20 is the most onnx-tensorrt documents for TensorRT 10.0 [ops].
 MIN_OPSET = 17
 MAX_OPSET = 20

@@ -78,15 +78,38 @@ class Backend(abc.ABC):
     def accepts(self, shape: Sequence[int]) -> str | None:
         """None when a batch of this N x H x W x 3 shape can run, else the reason it cannot."""
 
-    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """Run one uint8 N x H x W x 3 BGR batch; returns every output by name. ValueError
-        when the batch is not one this model takes."""
+    def run(
+        self, batch: np.ndarray, aperture: float | np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
+        """Run one uint8 N x H x W x 3 BGR batch at ``aperture`` (one value for every picture
+        or one per picture; None: 1, the model as trained); returns every output by name.
+        ValueError when the batch or the aperture is not one this model takes."""
         self.check_batch(batch)
-        return self._run(batch)
+        return self._run(batch, self.apertures_for(batch, aperture))
 
     @abc.abstractmethod
-    def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """Run a batch that ``check_batch`` accepted."""
+    def _run(self, batch: np.ndarray, apertures: np.ndarray | None) -> dict[str, np.ndarray]:
+        """Run a batch that ``check_batch`` accepted, with its apertures (float32 [N]; None
+        for a graph exported without the aperture input)."""
+
+    def apertures_for(
+        self, batch: np.ndarray, aperture: float | np.ndarray | None
+    ) -> np.ndarray | None:
+        """The float32 [N] apertures to feed, None for a graph without the input (which takes
+        only 1); ValueError for anything else."""
+        if not self.metadata.takes_aperture:
+            if aperture is not None and np.any(np.asarray(aperture) != 1):
+                raise ValueError(
+                    f"{self.name}: this graph was exported without the aperture input; "
+                    "re-export it with bokeh-export to render at an aperture other than 1"
+                )
+            return None
+        values = np.broadcast_to(
+            np.asarray(1.0 if aperture is None else aperture, np.float32), (len(batch),)
+        )
+        if not np.all(np.isfinite(values)):
+            raise ValueError(f"{self.name}: apertures must be finite, got {values}")
+        return np.ascontiguousarray(values)
 
     @abc.abstractmethod
     def close(self) -> None:

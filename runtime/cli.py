@@ -9,13 +9,13 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from dbsi.runtime.contract import MAX_BATCH, WEIGHTS_NAME
+from dbsi.runtime.contract import APERTURE_RANGE, MAX_BATCH, WEIGHTS_NAME
 from dbsi.runtime.errors import BackendError
 from dbsi.runtime.images import DEFAULT_QUALITY, ImageError, check_opencv
 from dbsi.runtime.onnxruntime_backend import PROVIDERS
 from dbsi.runtime.pipeline import RunOptions, plan_jobs, remove_stale_partials, run_jobs
 from dbsi.runtime.registry import BACKENDS, open_backend
-from dbsi.runtime.sources import collect_sources, parse_shard, select_shard
+from dbsi.runtime.sources import collect_sources, missing_inputs, resolve_shard, select_shard
 
 FORMATS = ("jpg", "jpeg", "png", "tif", "tiff", "webp", "bmp")
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
@@ -81,7 +81,15 @@ def _report(line: str) -> None:
     help="JPEG / WebP quality.",
 )
 @click.option("--skip-existing", is_flag=True, help="Skip pictures whose output exists (resume).")
-@click.option("--shard", default=None, help="i/n: render only this machine's share (0-based).")
+@click.option(
+    "--shard",
+    default=None,
+    metavar="i/n|auto[/n]",
+    help="i/n: render only this machine's share (0-based). auto: from a Slurm array job "
+    "(SLURM_ARRAY_TASK_ID less SLURM_ARRAY_TASK_MIN, of SLURM_ARRAY_TASK_COUNT); auto/n: "
+    "the task id as it is (Slurm's, or a Kubernetes Indexed Job's JOB_COMPLETION_INDEX, "
+    "which comes with no count) of n.",
+)
 @click.option(
     "--workers",
     type=click.IntRange(1, 64),
@@ -94,6 +102,14 @@ def _report(line: str) -> None:
     is_flag=True,
     help="Also write NAME.weights.png, the weight maps in colour (needs a model exported "
     "with its weights output).",
+)
+@click.option(
+    "--aperture",
+    type=click.FloatRange(*APERTURE_RANGE),
+    default=1.0,
+    show_default=True,
+    help="Blur strength: 1 renders as trained, 0 keeps every picture sharp, 2 doubles every "
+    "blur (up to the strongest the model has); graphs exported before this option take only 1.",
 )
 @click.option(
     "--openvino-precision",
@@ -123,6 +139,7 @@ def main(
     workers: int,
     save_weights: bool,
     allow_host_code: bool,
+    aperture: float,
     openvino_precision: str | None,
     no_progress: bool,
 ) -> None:
@@ -131,15 +148,28 @@ def main(
     INPUTS are files, folders (searched recursively), glob patterns (quote them; ** recurses)
     or @LIST files. Outputs mirror the input tree under --out and are written atomically.
 
+    \b
+    Array jobs, one shard per task (see the README for the whole recipes):
+      Slurm:      sbatch --array=0-15 --wrap "bokeh-run m.onnx in/ -o out/ --shard auto"
+      Kubernetes: an Indexed Job (completionMode: Indexed, completions: 16) whose
+                  container runs bokeh-run m.onnx in/ -o out/ --shard auto/16
+                  (or --shard $(JOB_COMPLETION_INDEX)/16)
+
     Exit status: 0 all rendered, 1 some pictures failed (each is reported with the reason),
-    2 bad usage, unusable model or missing backend.
+    2 bad usage (an input that does not exist among them), unusable model or missing
+    backend.
     """
     if not inputs and not list_files:
         raise click.UsageError("give at least one input (file, folder, glob or @list)")
     try:
-        shard_index, shard_count = parse_shard(shard) if shard else (0, 1)
+        shard_index, shard_count, shard_origin = resolve_shard(shard)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--shard") from exc
+    missing = missing_inputs(inputs, list_files)
+    if missing:
+        named = ", ".join(missing)
+        click.echo(f"bokeh-run: no such input file or folder: {named}", err=True)
+        sys.exit(EXIT_USAGE)
     try:
         check_opencv()
     except ImageError as exc:
@@ -157,6 +187,13 @@ def main(
         click.echo(f"bokeh-run: {exc}", err=True)
         sys.exit(EXIT_USAGE)
     with backend:
+        if aperture != 1 and not backend.metadata.takes_aperture:
+            click.echo(
+                f"bokeh-run: {model}: exported without the aperture input, so it renders only at "
+                "--aperture 1; re-export it with bokeh-export onnx to choose the blur strength",
+                err=True,
+            )
+            sys.exit(EXIT_USAGE)
         if save_weights and WEIGHTS_NAME not in backend.outputs:
             click.echo(
                 f"bokeh-run: {model}: --save-weights needs a model exported with its 'weights' "
@@ -171,8 +208,6 @@ def main(
         if not jobs and not problems:
             click.echo("bokeh-run: no input images found", err=True)
             sys.exit(EXIT_USAGE)
-        for problem in problems:
-            _report(f"FAILED {problem.path}: {problem.reason}")
         usable = backend.batch_size(batch)
         if usable != batch:
             _report(
@@ -183,11 +218,14 @@ def main(
         removed = remove_stale_partials(jobs)
         if removed:
             _report(f"removed {removed} incomplete file(s) left by an interrupted run")
-        share = f" (shard {shard_index}/{shard_count})" if shard else ""
+        origin = f" from {shard_origin}" if shard_origin else ""
+        share = f" (shard {shard_index}/{shard_count}{origin})" if shard else ""
         _report(
             f"bokeh-run: {len(jobs)} picture(s){share} on {backend.name} ({backend.device}, "
             f"{backend.precision}), batch {batch}, {workers} worker(s)"
         )
+        for problem in problems:  # after the header, like the failures of the run itself
+            _report(f"FAILED {problem.path}: {problem.reason}")
         options = RunOptions(
             batch=batch,
             quality=quality,
@@ -195,6 +233,7 @@ def main(
             workers=workers,
             save_weights=save_weights,
             progress=not no_progress,
+            aperture=aperture,
         )
         summary = run_jobs(backend, jobs, options, _report)
     summary.failed += len(problems)

@@ -11,6 +11,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from dbsi.runtime.errors import MetadataError
 
 ONNX_FORMAT = "dbsi-onnx"
@@ -18,6 +20,10 @@ ONNX_FORMAT_VERSION = 1
 ONNX_SUFFIX = ".onnx"
 
 INPUT_NAME = "image"
+# float32 [N], one value per picture; graphs exported before it take only ``image``. The graph
+# clamps it to APERTURE_RANGE (dbsi.train.aperture).
+APERTURE_NAME = "aperture"
+APERTURE_RANGE = (0.0, 4.0)
 OUTPUT_NAME = "bokeh"
 WEIGHTS_NAME = "weights"
 
@@ -33,6 +39,18 @@ MAX_BATCH = 256
 MAX_SIDE = 8192
 
 PREFIX = "dbsi."
+
+
+def graph_inputs(
+    names: Sequence[str], batch: np.ndarray, apertures: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """The feed for a graph whose inputs are ``names``: the uint8 batch, and the apertures
+    (float32, one per picture; 1 when not given) when the graph takes them."""
+    feed = {INPUT_NAME: np.ascontiguousarray(batch)}
+    if APERTURE_NAME in names:
+        values = np.ones(len(batch), np.float32) if apertures is None else apertures
+        feed[APERTURE_NAME] = np.ascontiguousarray(values, dtype=np.float32)
+    return feed
 
 
 def check_format(
@@ -82,11 +100,19 @@ class GraphMetadata:
     #: int8 graphs: how they were calibrated (``images``, ``skipped``, ``method``,
     #: ``files_sha256``); None otherwise
     calibration: dict[str, Any] | None = None
+    #: the graph's inputs in order: ``image``, then ``aperture`` (every graph exported since
+    #: the aperture input; graphs from before have ``image`` only, see ``from_props``)
+    inputs: tuple[str, ...] = (INPUT_NAME, APERTURE_NAME)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         object.__setattr__(self, "outputs", tuple(self.outputs))
+        object.__setattr__(self, "inputs", tuple(self.inputs))
+        if self.inputs not in ((INPUT_NAME,), (INPUT_NAME, APERTURE_NAME)):
+            raise ValueError(
+                f"inputs {list(self.inputs)} are not ['image'] or ['image', 'aperture']"
+            )
 
     def to_props(self) -> dict[str, str]:
         """The metadata_props entries, every value a string (JSON where structured)."""
@@ -103,6 +129,7 @@ class GraphMetadata:
             f"{PREFIX}precision": self.precision,
             f"{PREFIX}checkpoint_sha256": self.checkpoint_sha256,
             f"{PREFIX}toolkit_version": self.toolkit_version,
+            f"{PREFIX}inputs": json.dumps(list(self.inputs)),
             **(
                 {}
                 if self.calibration is None
@@ -143,6 +170,7 @@ class GraphMetadata:
             outputs = json.loads(dbsi[f"{PREFIX}outputs"])
             sides = int(dbsi[f"{PREFIX}min_input_side"]), int(dbsi[f"{PREFIX}max_input_side"])
             calibration = json.loads(dbsi.get(f"{PREFIX}calibration", "null"))
+            inputs = json.loads(dbsi.get(f"{PREFIX}inputs", json.dumps([INPUT_NAME])))
         except ValueError as exc:
             raise MetadataError(f"{source}: malformed DBSI metadata ({exc})") from exc
         if not isinstance(config, dict) or "kernel_sizes" not in config:
@@ -156,16 +184,25 @@ class GraphMetadata:
         precision = dbsi[f"{PREFIX}precision"]
         if precision not in PRECISIONS:
             raise MetadataError(f"{source}: unknown precision {precision!r}")
-        return cls(
-            config=config,
-            min_input_side=sides[0],
-            max_input_side=sides[1],
-            outputs=tuple(outputs),
-            precision=precision,
-            checkpoint_sha256=dbsi[f"{PREFIX}checkpoint_sha256"],
-            toolkit_version=dbsi[f"{PREFIX}toolkit_version"],
-            calibration=calibration,
-        )
+        try:
+            return cls(
+                config=config,
+                min_input_side=sides[0],
+                max_input_side=sides[1],
+                outputs=tuple(outputs),
+                precision=precision,
+                checkpoint_sha256=dbsi[f"{PREFIX}checkpoint_sha256"],
+                toolkit_version=dbsi[f"{PREFIX}toolkit_version"],
+                calibration=calibration,
+                inputs=tuple(inputs),
+            )
+        except ValueError as exc:
+            raise MetadataError(f"{source}: {exc}") from exc
+
+    @property
+    def takes_aperture(self) -> bool:
+        """Whether the graph has the ``aperture`` input."""
+        return APERTURE_NAME in self.inputs
 
     @property
     def for_tensorrt(self) -> bool:
@@ -177,9 +214,13 @@ class GraphMetadata:
         return dataclasses.replace(self, **changes)
 
 
-# Every entry an export writes (docs/ARTEFACTS.md).
+# Entries of later format additions: a graph without them still reads (as one ``image`` input
+# and no calibration).
+OPTIONAL_KEYS = (f"{PREFIX}inputs", f"{PREFIX}calibration")
+# Every entry an export writes that every reader needs (docs/ARTEFACTS.md).
 REQUIRED_KEYS = tuple(
-    GraphMetadata(
+    key
+    for key in GraphMetadata(
         config={},
         min_input_side=1,
         max_input_side=1,
@@ -188,4 +229,5 @@ REQUIRED_KEYS = tuple(
         checkpoint_sha256="",
         toolkit_version="",
     ).to_props()
+    if key not in OPTIONAL_KEYS
 )

@@ -16,7 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from dbsi.runtime.backend import Backend, describe_shape_problem
-from dbsi.runtime.contract import INPUT_NAME, MAX_BATCH, OUTPUT_NAME, GraphMetadata
+from dbsi.runtime.contract import (
+    APERTURE_NAME,
+    INPUT_NAME,
+    MAX_BATCH,
+    OUTPUT_NAME,
+    GraphMetadata,
+    graph_inputs,
+)
 from dbsi.runtime.cuda_device import import_cudart, local_gpu
 from dbsi.runtime.errors import BackendError
 from dbsi.runtime.profile import Profile, build_profile, ort_profile_options
@@ -82,6 +89,7 @@ def tensorrt_provider_options(
     gpu: str,
     precision: str,
     profile: Profile,
+    inputs: Sequence[str] = (INPUT_NAME,),
 ) -> dict[str, object]:
     """Options for ONNX Runtime's TensorRT provider running one DBSI graph.
 
@@ -114,7 +122,7 @@ def tensorrt_provider_options(
         # Q/DQ graphs need the int8 flag on this provider (microsoft/onnxruntime#13381);
         # their scales come from the graph, no calibration table is involved.
         "trt_int8_enable": precision == "int8-tensorrt",
-        **ort_profile_options(profile),
+        **ort_profile_options(profile, inputs),
     }
 
 
@@ -184,6 +192,7 @@ class OnnxRuntimeBackend(Backend):
                 gpu_label(),
                 metadata.precision,
                 self._profile,
+                metadata.inputs,
             )
         chain = provider_chain(chosen, available, tensorrt_options)
         session_options = ort.SessionOptions()
@@ -195,12 +204,12 @@ class OnnxRuntimeBackend(Backend):
             raise _load_error(self.path, exc) from exc
         meta = self._session.get_modelmeta().custom_metadata_map
         self.metadata = GraphMetadata.from_props(meta, str(self.path))
-        inputs = self._session.get_inputs()
-        if [i.name for i in inputs] != [INPUT_NAME] or inputs[0].type != "tensor(uint8)":
-            raise BackendError(
-                f"{self.path}: expected one uint8 input named '{INPUT_NAME}', found "
-                f"{[(i.name, i.type) for i in inputs]}"
-            )
+        inputs = [(i.name, i.type) for i in self._session.get_inputs()]
+        expected = [(INPUT_NAME, "tensor(uint8)")]
+        if self.metadata.takes_aperture:
+            expected.append((APERTURE_NAME, "tensor(float)"))
+        if inputs != expected:
+            raise BackendError(f"{self.path}: expected the inputs {expected}, found {inputs}")
         self.outputs = [o.name for o in self._session.get_outputs()]
         if OUTPUT_NAME not in self.outputs:
             raise BackendError(f"{self.path}: the graph has no 'bokeh' output ({self.outputs})")
@@ -252,7 +261,7 @@ class OnnxRuntimeBackend(Backend):
             (MAX_BATCH, self._max_side, self._max_side),
         )
 
-    def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+    def _run(self, batch: np.ndarray, apertures: np.ndarray | None) -> dict[str, np.ndarray]:
         session = self._session
         if self._fallback_chain is not None and self._outside_profile(batch.shape) is not None:
             if self._fallback is None:
@@ -260,7 +269,7 @@ class OnnxRuntimeBackend(Backend):
                     str(self.path), self._session_options, providers=self._fallback_chain
                 )
             session = self._fallback
-        values = session.run(None, {INPUT_NAME: np.ascontiguousarray(batch)})
+        values = session.run(None, graph_inputs(self.metadata.inputs, batch, apertures))
         return dict(zip(self.outputs, values))
 
     def close(self) -> None:

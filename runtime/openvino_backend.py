@@ -27,7 +27,14 @@ from typing import Any
 import numpy as np
 
 from dbsi.runtime.backend import Backend, describe_shape_problem
-from dbsi.runtime.contract import INPUT_NAME, MAX_BATCH, OUTPUT_NAME, GraphMetadata
+from dbsi.runtime.contract import (
+    APERTURE_NAME,
+    INPUT_NAME,
+    MAX_BATCH,
+    OUTPUT_NAME,
+    GraphMetadata,
+    graph_inputs,
+)
 from dbsi.runtime.errors import BackendError
 
 PRECISIONS = {"f32": "fp32", "bf16": "bf16"}
@@ -76,10 +83,11 @@ class OpenVINOBackend(Backend):
         inputs = [
             (port.get_any_name(), port.get_element_type().get_type_name()) for port in model.inputs
         ]
-        if inputs != [(INPUT_NAME, "u8")]:
-            raise BackendError(
-                f"{self.path}: expected one uint8 input named '{INPUT_NAME}', found {inputs}"
-            )
+        expected = [(INPUT_NAME, "u8")]
+        if self.metadata.takes_aperture:
+            expected.append((APERTURE_NAME, "f32"))
+        if inputs != expected:
+            raise BackendError(f"{self.path}: expected the inputs {expected}, found {inputs}")
         self.outputs = [port.get_any_name() for port in model.outputs]
         if OUTPUT_NAME not in self.outputs:
             raise BackendError(f"{self.path}: the graph has no 'bokeh' output ({self.outputs})")
@@ -109,7 +117,10 @@ class OpenVINOBackend(Backend):
         if self._seen[shape] < 2:
             return self._request
         model = self._model.clone()
-        model.reshape({INPUT_NAME: list(shape)})
+        shapes = {INPUT_NAME: list(shape)}
+        if self.metadata.takes_aperture:
+            shapes[APERTURE_NAME] = [shape[0]]
+        model.reshape(shapes)
         self._static[shape] = self._compile(model).create_infer_request()
         if len(self._static) > MAX_STATIC:
             self._static.popitem(last=False)
@@ -129,9 +140,9 @@ class OpenVINOBackend(Backend):
         side = self.metadata.min_input_side, self.metadata.max_input_side
         return describe_shape_problem(shape, (1, side[0], side[0]), (MAX_BATCH, side[1], side[1]))
 
-    def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+    def _run(self, batch: np.ndarray, apertures: np.ndarray | None) -> dict[str, np.ndarray]:
         request = self._request_for(tuple(batch.shape))
-        results = request.infer({INPUT_NAME: np.ascontiguousarray(batch)})
+        results = request.infer(graph_inputs(self.metadata.inputs, batch, apertures))
         # Copies: the request's output tensors are reused by the next call.
         return {name: np.array(results[name], copy=True) for name in self.outputs}
 

@@ -56,6 +56,8 @@ class RunOptions:
     workers: int = 2
     save_weights: bool = False
     progress: bool = True
+    #: every picture's aperture (``dbsi.train.aperture``; 1 renders as trained)
+    aperture: float = 1.0
 
 
 @dataclasses.dataclass
@@ -202,7 +204,7 @@ class _Run:
         pictures += pictures[-1:] * (self.backend.min_batch - len(pictures))
         batch = np.stack(pictures)
         try:
-            outputs = self.backend.run(batch)
+            outputs = self.backend.run(batch, self.options.aperture)
         except Exception as exc:  # any backend error fails this batch only; the run goes on
             for job, _ in group:
                 self.fail(job, f"inference failed: {_reason(exc)}")

@@ -6,6 +6,8 @@ photos and neither rebuilds for each new size.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from dbsi.runtime.contract import INPUT_NAME, GraphMetadata
 
 # Defaults cover single EBB!-sized photos best and batches of up to 4 HD frames (1920x1080 in
@@ -66,12 +68,25 @@ def build_profile(
     return profile
 
 
-def ort_profile_options(profile: Profile) -> dict[str, str]:
-    """The profile as ONNX Runtime's TensorRT provider options: ``"image:1x38x38x3"`` for each
-    of min, opt and max (input name, ':', dimensions joined by 'x'; ``ParseProfileShapes`` in
-    onnxruntime's tensorrt_execution_provider_utils.h). All three must be given, or the
-    provider ignores them and builds per input size."""
+def input_shapes(profile: Profile, inputs: Sequence[str]) -> dict[str, dict[str, list[int]]]:
+    """The profile's min, opt and max shape of each of the graph's ``inputs``: the image's own,
+    and the aperture's [N] with the image's batch size."""
     return {
-        f"trt_profile_{key}_shapes": f"{INPUT_NAME}:{'x'.join(str(d) for d in profile[key])}"
+        key: {
+            name: list(profile[key]) if name == INPUT_NAME else [profile[key][0]] for name in inputs
+        }
         for key in ("min", "opt", "max")
+    }
+
+
+def ort_profile_options(profile: Profile, inputs: Sequence[str]) -> dict[str, str]:
+    """The profile as ONNX Runtime's TensorRT provider options: ``"image:1x38x38x3,aperture:1"``
+    for each of min, opt and max (input name, ':', dimensions joined by 'x', inputs joined by
+    ','; ``ParseProfileShapes`` in onnxruntime's tensorrt_execution_provider_utils.h). All
+    three must be given, or the provider ignores them and builds per input size."""
+    return {
+        f"trt_profile_{key}_shapes": ",".join(
+            f"{name}:{'x'.join(str(d) for d in shape)}" for name, shape in shapes.items()
+        )
+        for key, shapes in input_shapes(profile, inputs).items()
     }

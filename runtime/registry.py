@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -54,19 +55,34 @@ REGISTRY: dict[str, BackendEntry] = {
 }
 # What --backend takes.
 BACKENDS = ("auto", *REGISTRY)
-# Every suffix some backend opens by default.
-MODEL_SUFFIXES = tuple(suffix for entry in REGISTRY.values() for suffix in entry.suffixes)
+# Every suffix some backend opens by default, once each.
+MODEL_SUFFIXES = tuple(dict.fromkeys(s for entry in REGISTRY.values() for s in entry.suffixes))
+# PyTorch checkpoints (bokeh-train's best.pt / last.pt): no backend opens them.
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+
+
+def checkpoint_hint(path: Path) -> str:
+    """What to do with a checkpoint given where an exported model is wanted."""
+    onnx = shlex.quote(str(path.with_suffix(ONNX_SUFFIX)))
+    return (
+        f"{path} is a PyTorch checkpoint, not an exported model: export it, then give bokeh-run "
+        f"the .onnx (add --with-weights for --save-weights): bokeh-export onnx "
+        f"{shlex.quote(str(path))} -o {onnx}"
+    )
 
 
 def backend_for(path: Path) -> str:
     """The backend that opens ``path`` by default, by its suffix; BackendError otherwise."""
     suffix = path.suffix.lower()
+    if suffix in CHECKPOINT_SUFFIXES:
+        raise BackendError(checkpoint_hint(path))
     for name, entry in REGISTRY.items():
         if suffix in entry.suffixes:
             return name
     raise BackendError(
         f"{path}: unknown model type {suffix!r} (expected {', '.join(MODEL_SUFFIXES)}); "
-        "export a checkpoint with bokeh-export first, or name the backend with --backend"
+        f"for a model saved under another name, name its backend: --backend "
+        f"{'|'.join(REGISTRY)}"
     )
 
 
@@ -83,6 +99,8 @@ def open_backend(path: str | Path, backend: str = "auto", **options: Any) -> Bac
         raise BackendError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
     if not path.is_file():
         raise BackendError(f"{path}: no such model file")
+    if path.suffix.lower() in CHECKPOINT_SUFFIXES:
+        raise BackendError(checkpoint_hint(path))
     name = backend_for(path) if backend == "auto" else backend
     entry = REGISTRY[name]
     given = {key: value for key, value in options.items() if value not in (None, False)}

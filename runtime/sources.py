@@ -14,7 +14,7 @@ import glob
 import hashlib
 import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path, PurePath
 
 from dbsi.runtime.images import IMAGE_EXTENSIONS
@@ -146,6 +146,25 @@ def collect_sources(
     return sources, problems
 
 
+def missing_inputs(inputs: Sequence[str], list_files: Iterable[str | Path] = ()) -> list[str]:
+    """The inputs named on the command line that do not exist: files and folders (a dangling
+    symlink counts as present: it fails as a picture), list files given as ``@FILE`` or
+    ``--list``. Glob patterns and the entries inside list files are not checked here (a
+    pattern that matches nothing, or a listed path that is gone, is reported per item)."""
+    missing = []
+    for spec in inputs:
+        if spec.startswith("@"):
+            path = Path(spec[1:])
+        elif GLOB_CHARS.search(spec) and not Path(spec).exists():
+            continue
+        else:
+            path = Path(spec)
+        if not path.exists() and not path.is_symlink():
+            missing.append(spec)
+    missing += [str(f) for f in list_files if not Path(f).exists()]
+    return missing
+
+
 def parse_shard(text: str) -> tuple[int, int]:
     """``"i/n"`` -> (i, n) with 0 <= i < n; ValueError otherwise."""
     match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
@@ -155,6 +174,85 @@ def parse_shard(text: str) -> tuple[int, int]:
     if count < 1 or not 0 <= index < count:
         raise ValueError(f"shard {text!r}: need 0 <= i < n")
     return index, count
+
+
+SLURM_ID, SLURM_COUNT = "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT"
+SLURM_MIN, SLURM_MAX = "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX"
+K8S_INDEX = "JOB_COMPLETION_INDEX"
+
+
+def _env_int(environ: Mapping[str, str], name: str) -> int | None:
+    value = environ.get(name)
+    if value is None or value.strip() == "":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{name}={value!r} is not an integer") from None
+
+
+def _auto_shard(count_text: str | None, environ: Mapping[str, str]) -> tuple[int, int, str]:
+    """``--shard auto`` or ``auto/N`` from a Slurm array job's or a Kubernetes Indexed Job's
+    environment: (index, count, where they came from)."""
+    given = None
+    if count_text is not None:
+        if not re.fullmatch(r"\d+", count_text) or int(count_text) < 1:
+            raise ValueError(f"shard 'auto/{count_text}': N must be a whole number >= 1")
+        given = int(count_text)
+    task_id = _env_int(environ, SLURM_ID)
+    if task_id is not None:
+        if given is not None:
+            index, count, origin = task_id, given, f"{SLURM_ID}={task_id}"
+        else:
+            low, high = _env_int(environ, SLURM_MIN), _env_int(environ, SLURM_MAX)
+            count = _env_int(environ, SLURM_COUNT)
+            span = high - low + 1 if low is not None and high is not None else None
+            if count is None and span is None:
+                raise ValueError(
+                    f"shard 'auto': {SLURM_ID} is set but neither {SLURM_COUNT} nor "
+                    f"{SLURM_MIN}/{SLURM_MAX}; give --shard auto/N"
+                )
+            if count is not None and span is not None and span != count:
+                raise ValueError(
+                    f"shard 'auto': the Slurm array is not one contiguous range (ids "
+                    f"{low}..{high}, {count} tasks), so the task ids do not number the "
+                    "shards; give --shard auto/N, N the full array's size (ids 0..N-1)"
+                )
+            index, count = task_id - (low or 0), count if count is not None else span
+            origin = f"{SLURM_ID}={task_id}" + (f", {SLURM_MIN}={low}" if low else "")
+    else:
+        k8s_index = _env_int(environ, K8S_INDEX)
+        if k8s_index is None:
+            raise ValueError(
+                f"shard 'auto' needs a Slurm array job ({SLURM_ID}) or a Kubernetes Indexed "
+                f"Job ({K8S_INDEX}); neither is set here: give --shard i/n"
+            )
+        if given is None:
+            raise ValueError(
+                f"shard 'auto': Kubernetes sets {K8S_INDEX} but no count; give --shard "
+                "auto/N, N the Job's completions"
+            )
+        index, count, origin = k8s_index, given, f"{K8S_INDEX}={k8s_index}"
+    if not 0 <= index < count:
+        raise ValueError(f"shard 'auto': {origin} gives shard {index}/{count}; need 0 <= i < n")
+    return index, count, origin
+
+
+def resolve_shard(
+    text: str | None, environ: Mapping[str, str] | None = None
+) -> tuple[int, int, str]:
+    """``--shard``'s value -> (index, count, origin): None is (0, 1, ""); ``"i/n"`` is as
+    written (origin ""); ``"auto"`` reads a Slurm array job (``SLURM_ARRAY_TASK_ID`` less
+    ``SLURM_ARRAY_TASK_MIN``, count ``SLURM_ARRAY_TASK_COUNT`` or ``MAX - MIN + 1``) or a
+    Kubernetes Indexed Job (``JOB_COMPLETION_INDEX``, which needs ``"auto/N"``: Kubernetes
+    sets no count); ``"auto/N"`` takes the task id as it is and N shards. ValueError when
+    the text or the environment does not give a valid shard."""
+    if text is None:
+        return 0, 1, ""
+    match = re.fullmatch(r"\s*auto\s*(?:/\s*(\S*)\s*)?", text)
+    if match is None:
+        return (*parse_shard(text), "")
+    return _auto_shard(match.group(1), os.environ if environ is None else environ)
 
 
 def shard_of(relative: PurePath, count: int) -> int:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from dbsi.runtime.backend import Backend, describe_shape_problem
-from dbsi.runtime.contract import INPUT_NAME
+from dbsi.runtime.contract import INPUT_NAME, graph_inputs
 from dbsi.runtime.cuda_device import CudaError, cuda_call, import_cudart, local_gpu
 from dbsi.runtime.errors import BackendError
 from dbsi.runtime.sidecar import read_sidecar
@@ -125,7 +125,7 @@ class TensorRTBackend(Backend):
                 f"{self.path}: built version-compatible, so loading it runs code shipped inside "
                 "the engine; refused unless --allow-host-code is given"
             )
-        # A device must exist before any TensorRT object is created (DESIGN.md section 4).
+        # A device must exist before any TensorRT object is created (docs/DESIGN.md section 5).
         try:
             self._cudart = cudart = import_cudart()
             gpu_name, capability = local_gpu(cudart)
@@ -165,8 +165,11 @@ class TensorRTBackend(Backend):
             raise BackendError(f"{self.path}: TensorRT could not create an execution context")
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        if inputs != [INPUT_NAME]:
-            raise BackendError(f"{self.path}: expected one input '{INPUT_NAME}', found {inputs}")
+        if inputs != list(self.metadata.inputs):
+            raise BackendError(
+                f"{self.path}: expected the inputs {list(self.metadata.inputs)}, found {inputs}"
+            )
+        self.inputs = inputs
         self.outputs = [n for n in names if n not in inputs]
         self._dtypes = {n: np.dtype(trt.nptype(self._engine.get_tensor_dtype(n))) for n in names}
         if self._dtypes[INPUT_NAME] != np.uint8:
@@ -196,11 +199,13 @@ class TensorRTBackend(Backend):
         reason = describe_shape_problem(shape, profile["min"][:3], profile["max"][:3])
         return None if reason is None else f"{reason} of the engine's profile"
 
-    def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+    def _run(self, batch: np.ndarray, apertures: np.ndarray | None) -> dict[str, np.ndarray]:
         cudart, context = self._cudart, self._context
-        if not context.set_input_shape(INPUT_NAME, tuple(batch.shape)):
-            raise RuntimeError(f"{self.path}: TensorRT refused input shape {batch.shape}")
-        shapes = {INPUT_NAME: tuple(batch.shape)}
+        feed = graph_inputs(self.inputs, batch, apertures)
+        for name, values in feed.items():
+            if not context.set_input_shape(name, values.shape):
+                raise RuntimeError(f"{self.path}: TensorRT refused {name} shape {values.shape}")
+        shapes = {name: values.shape for name, values in feed.items()}
         for name in self.outputs:
             shapes[name] = tuple(context.get_tensor_shape(name))
             if any(dim < 0 for dim in shapes[name]):
@@ -213,18 +218,19 @@ class TensorRTBackend(Backend):
             buffer.reserve(int(np.prod(shape)) * self._dtypes[name].itemsize)
             if not context.set_tensor_address(name, int(buffer.device_ptr)):
                 raise RuntimeError(f"{self.path}: set_tensor_address({name}) failed")
-        source = self._buffers[INPUT_NAME]
-        np.copyto(source.host_view(batch.shape, self._dtypes[INPUT_NAME]), batch)
         stream = self._stream
         to_device = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
         to_host = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        cuda_call(
-            cudart,
-            cudart.cudaMemcpyAsync(
-                source.device_ptr, source.host_ptr, batch.nbytes, to_device, stream
-            ),
-            "cudaMemcpyAsync (input)",
-        )
+        for name, values in feed.items():
+            source = self._buffers[name]
+            np.copyto(source.host_view(values.shape, self._dtypes[name]), values)
+            cuda_call(
+                cudart,
+                cudart.cudaMemcpyAsync(
+                    source.device_ptr, source.host_ptr, values.nbytes, to_device, stream
+                ),
+                f"cudaMemcpyAsync ({name})",
+            )
         if not context.execute_async_v3(int(stream)):
             raise RuntimeError(f"{self.path}: execute_async_v3 failed")
         for name in self.outputs:

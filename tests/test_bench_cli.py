@@ -13,6 +13,7 @@ from dbsi.benchmarks.cli import main
 from dbsi.benchmarks.models import cached_onnx
 from dbsi.train import BokehConfig, BokehRenderer
 from dbsi.train.checkpoint import save_checkpoint
+from tests.conftest import real_photo
 
 TINY = dict(width=0.125, net_long_side=128)
 # What a CPU machine with the cpu extra measures: the PyTorch reference, ONNX Runtime's CPU
@@ -230,11 +231,62 @@ def test_quality_reports_model_in_both_modes_and_baselines(tiny, tmp_path, monke
     }
     for row in report["rows"]:
         assert row["pairs"] == 2 and row["failed"] == 0
-        assert row["lpips"] == "unavailable"
+        assert row["lpips"] is None
     paper, fullres = (
         next(r for r in report["rows"] if r["mode"] == m) for m in ("paper", "fullres")
     )
     assert paper["psnr_db"] != fullres["psnr_db"]
+
+
+def test_quality_says_lpips_is_unavailable_once_per_command(tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-torch-home"))
+    monkeypatch.setenv("HOME", str(tmp_path / "no-home"))
+    write_pairs(tmp_path / "data")
+    result = invoke(
+        "quality", tmp_path / "data", "--model", tiny["onnx"],
+        "--out", tmp_path / "out", "--cache", tiny["cache"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.output.count("unavailable") == 1, result.output
+    markdown = (tmp_path / "out" / "quality.md").read_text()
+    assert markdown.count("unavailable") == 1, markdown
+    report = json.loads((tmp_path / "out" / "quality.json").read_text())
+    assert report["lpips"].startswith("unavailable")
+    assert len(report["rows"]) >= 3 and all(r["lpips"] is None for r in report["rows"])
+    assert all("lpips_status" not in r for r in report["rows"])
+
+
+def test_quality_sheet_draws_a_row_per_pair_and_the_photos_below(tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-torch-home"))
+    write_pairs(tmp_path / "data", count=3)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "cat.jpg"), np.ascontiguousarray(real_photo("chelsea")[..., ::-1]))
+    sheets = {}
+    for rows in (1, 3):
+        sheet = tmp_path / f"sheet-{rows}.png"
+        result = invoke(
+            "quality", tmp_path / "data", "--model", tiny["checkpoint"], "--out", tmp_path / "out",
+            "--cache", tiny["cache"], "--sheet", sheet, "--sheet-pairs", rows,
+            "--sheet-photos", photos,
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert f"Contact sheet: {sheet}" in result.output
+        sheets[rows] = cv2.imread(str(sheet))
+        assert sheets[rows] is not None and sheets[rows].std() > 10  # a picture, not a blank
+    # One column per picture kind, the same in both; each added pair row makes it taller.
+    assert sheets[3].shape[1] == sheets[1].shape[1]
+    assert sheets[3].shape[0] > sheets[1].shape[0] + 100
+
+
+def test_quality_sheet_photos_without_a_sheet_is_bad_usage(tiny, tmp_path):
+    write_pairs(tmp_path / "data")
+    result = invoke(
+        "quality", tmp_path / "data", "--model", tiny["checkpoint"], "--out", tmp_path / "out",
+        "--sheet-photos", tmp_path / "data",
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "--sheet-photos" in result.output and "--sheet" in result.output
 
 
 def test_quality_skips_an_unreadable_pair_counts_it_and_exits_1(tiny, tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""bokeh-bench FLOP counts: the DESIGN.md figures, on the meta device."""
+"""bokeh-bench FLOP counts: the docs/DESIGN.md section 1.6 figures, on the meta device."""
 
 import pytest
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from skimage.metrics import structural_similarity
 
-from dbsi.benchmarks.metrics import protocol_ssim, psnr
+from dbsi.benchmarks.metrics import in_focus_mask, protocol_ssim, psnr
 from dbsi.benchmarks.pairs import select_pairs
 from dbsi.benchmarks.quality import evaluate, global_blur, identity, read_bgr
 from tests.conftest import real_photo
@@ -51,13 +51,27 @@ def test_identity_baseline_on_identical_pair_reports_inf_and_one(tmp_path):
         cv2.imwrite(str(tmp_path / sub / "7.png"), bgr)
     pairs, _, _ = select_pairs(tmp_path)
     methods = [("identity", "-", identity), ("gaussian-blur-75", "-", global_blur)]
-    summary, per_pair = evaluate(methods, pairs, None, "unavailable: test", log=print)
+    summary, per_pair = evaluate(methods, pairs, None, log=print)
     by_method = {r["method"]: r for r in summary}
     assert by_method["identity"]["psnr_db"] == math.inf
     assert by_method["identity"]["ssim"] == pytest.approx(1.0)
-    assert by_method["identity"]["lpips"] == "unavailable"
+    assert by_method["identity"]["lpips"] is None
     assert 10 < by_method["gaussian-blur-75"]["psnr_db"] < 40
     assert len(per_pair) == 2
+
+
+def test_without_lpips_no_row_carries_a_status_only_a_null_value(tmp_path):
+    bgr = np.ascontiguousarray(real_photo("chelsea")[..., ::-1])
+    for sub in ("original", "bokeh"):
+        (tmp_path / sub).mkdir()
+        for stem in ("1", "2"):
+            cv2.imwrite(str(tmp_path / sub / f"{stem}.png"), bgr)
+    pairs, _, _ = select_pairs(tmp_path)
+    methods = [("identity", "-", identity), ("gaussian-blur-75", "-", global_blur)]
+    summary, per_pair = evaluate(methods, pairs, None, log=print)
+    for row in summary + per_pair:
+        assert row["lpips"] is None
+        assert not any("unavailable" in str(value) for value in row.values()), row
 
 
 def make_layout(root, ids, sub="Training"):
@@ -131,7 +145,7 @@ def test_a_truncated_jpeg_is_a_failed_pair_with_the_reason(tmp_path):
     assert cv2.imread(str(cut)) is not None  # OpenCV alone would score its grey rows
     pairs, _, _ = select_pairs(tmp_path)
     logged = []
-    summary, per_pair = evaluate([("identity", "-", identity)], pairs, None, "-", log=logged.append)
+    summary, per_pair = evaluate([("identity", "-", identity)], pairs, None, log=logged.append)
     assert summary[0]["pairs"] == 1 and summary[0]["failed"] == 1
     assert logged == [
         f"skipped: {cut}: truncated JPEG (the data ends before its end-of-image marker)"
@@ -142,3 +156,54 @@ def test_a_truncated_jpeg_is_a_failed_pair_with_the_reason(tmp_path):
 def test_folder_without_pairs_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="no EBB! layout found"):
         select_pairs(tmp_path)
+
+
+def half_in_focus_pair() -> tuple[np.ndarray, np.ndarray]:
+    """A real photo and its 'bokeh': the left half untouched (in focus), the right half blurred."""
+    original = np.ascontiguousarray(real_photo("coffee")[..., ::-1])
+    target = original.copy()
+    half = original.shape[1] // 2
+    target[:, half:] = cv2.GaussianBlur(original, (21, 21), 0)[:, half:]
+    return original, target
+
+
+def test_the_in_focus_mask_is_where_the_ground_truth_is_the_input():
+    original, target = half_in_focus_pair()
+    mask = in_focus_mask(original, target)
+    half = original.shape[1] // 2
+    assert mask[:, : half - 3].mean() > 0.99
+    assert mask[:, half + 3 :].mean() < 0.2  # flat patches of the photo stay alike when blurred
+
+
+def test_a_pair_that_differs_everywhere_has_no_in_focus_region():
+    original, _ = half_in_focus_pair()
+    brighter = np.clip(original.astype(int) + 12, 0, 255).astype(np.uint8)  # another exposure
+    assert in_focus_mask(original, brighter) is None
+
+
+def test_masked_scores_ignore_the_pixels_outside_the_mask():
+    original, target = half_in_focus_pair()
+    mask = in_focus_mask(original, target)
+    # A prediction that blurs everything is wrong in focus and exact elsewhere: over the whole
+    # picture half its pixels are exact, which halves the error (+3 dB).
+    everything_blurred = cv2.GaussianBlur(original, (21, 21), 0)
+    assert psnr(target, everything_blurred) > psnr(target, everything_blurred, mask) + 2
+    assert protocol_ssim(target, everything_blurred, mask) < protocol_ssim(target, target, mask)
+    assert protocol_ssim(target, target, mask) == pytest.approx(1.0)
+    # The sharp input is right in focus and wrong only outside.
+    assert psnr(target, original, mask) > 45  # exact but for blurred pixels within 2 levels
+
+
+def test_quality_rows_score_the_in_focus_region_of_aligned_pairs(tmp_path):
+    original, target = half_in_focus_pair()
+    for sub, image in (("original", original), ("bokeh", target)):
+        (tmp_path / sub).mkdir()
+        cv2.imwrite(str(tmp_path / sub / "1.png"), image)
+    pairs, _, _ = select_pairs(tmp_path)
+    methods = [("identity", "-", identity), ("gaussian-blur-75", "-", global_blur)]
+    summary, _ = evaluate(methods, pairs, None, log=print)
+    by_method = {r["method"]: r for r in summary}
+    assert by_method["identity"]["psnr_in_focus_db"] > 45
+    assert by_method["identity"]["in_focus_pairs"] == 1
+    assert by_method["gaussian-blur-75"]["psnr_in_focus_db"] < 25
+    assert by_method["gaussian-blur-75"]["ssim_in_focus"] < 0.6

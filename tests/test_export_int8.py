@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from onnx import TensorProto, numpy_helper
 
 from dbsi.export.calibration import read_calibration_set
+from dbsi.export.checks import check_photos, photo_cases
 from dbsi.export.cli import main
 from dbsi.export.int8 import convolutions_to_quantize, predictor_convolutions
 from dbsi.export.metadata import read_metadata
@@ -82,11 +83,16 @@ def zero_points(model: onnx.ModelProto) -> list[np.ndarray]:
     ]
 
 
+# The export check's photo batches: every graph takes the aperture input.
+CASES = photo_cases(check_photos(), takes_aperture=True)
+
+
 @pytest.mark.parametrize("flavour", ["cpu", "tensorrt"])
 def test_each_flavour_exports_and_passes_the_40_db_check(exports, flavour):
     result, path = exports[flavour]
     assert result.exit_code == 0, result.output
-    assert result.output.count(f"int8-{flavour} parity") == 5 and "FAIL" not in result.output
+    assert result.output.count(f"int8-{flavour} parity") == len(CASES)
+    assert "FAIL" not in result.output
     assert path.is_file()
 
 

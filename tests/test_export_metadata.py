@@ -35,7 +35,7 @@ def write_props(model, props):
 
 def test_metadata_has_every_key_of_the_contract_as_strings():
     props = metadata_for().to_props()
-    assert set(props) == set(REQUIRED_KEYS)
+    assert set(props) == {*REQUIRED_KEYS, "dbsi.inputs"}
     assert all(isinstance(v, str) for v in props.values())
     assert props["dbsi.layout"] == "NHWC"
     assert props["dbsi.color_order"] == "BGR"
@@ -67,7 +67,7 @@ def test_set_metadata_replaces_dbsi_entries_and_keeps_others(tmp_path):
     props = {p.key: p.value for p in model.metadata_props}
     assert props["producer.note"] == "kept"
     assert props["dbsi.precision"] == "fp16"
-    assert len(model.metadata_props) == len(REQUIRED_KEYS) + 1
+    assert len(model.metadata_props) == len(REQUIRED_KEYS) + len(["dbsi.inputs", "producer.note"])
 
 
 def test_onnx_without_our_metadata_is_refused_naming_the_file(tmp_path):
@@ -109,3 +109,15 @@ def test_the_exporter_refuses_metadata_with_the_runtimes_check():
     write_props(model, {**metadata_for().to_props(), "dbsi.layout": "NCHW"})
     with pytest.raises(MetadataError, match="m.onnx: dbsi.layout is 'NCHW'"):
         model_metadata(model, "m.onnx")
+
+
+def test_metadata_without_the_inputs_entry_reads_as_one_image_input():
+    props = metadata_for().to_props()
+    del props["dbsi.inputs"]
+    assert GraphMetadata.from_props(props, "old.onnx").inputs == ("image",)
+
+
+def test_unknown_inputs_are_refused_naming_the_file():
+    props = {**metadata_for().to_props(), "dbsi.inputs": '["image", "depth"]'}
+    with pytest.raises(MetadataError, match="old.onnx: inputs"):
+        GraphMetadata.from_props(props, "old.onnx")

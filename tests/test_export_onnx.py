@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, numpy_helper
 
-from dbsi.export.checks import check_photos, onnx_session, run_checks
+from dbsi.export.checks import check_photos, onnx_session, photo_cases, run_checks
 from dbsi.export.cli import main
 from dbsi.export.fp16 import convert_to_fp16
 from dbsi.export.metadata import read_metadata
@@ -78,7 +78,7 @@ def assert_exported(result, path):
 def test_tiny_fp32_export_passes_every_check(tiny_fp32):
     result, path = tiny_fp32
     assert_exported(result, path)
-    assert result.output.count("fp32 parity") == len(check_photos())
+    assert result.output.count("fp32 parity") == len(photo_cases(check_photos(), True))
 
 
 def test_full_width_fp32_export_passes_every_check(full_fp32):
@@ -90,13 +90,13 @@ def test_full_width_fp32_export_passes_every_check(full_fp32):
 def test_tiny_fp16_export_passes_its_psnr_check(tiny_fp16):
     result, path = tiny_fp16
     assert_exported(result, path)
-    assert result.output.count("fp16 parity") == len(check_photos())
+    assert result.output.count("fp16 parity") == len(photo_cases(check_photos(), True))
 
 
 def test_full_width_fp16_reaches_40_db_on_every_photo(full_fp16_report):
     report, _ = full_fp16_report
     assert report.passed
-    assert len(report.parity) == len(check_photos())
+    assert len(report.parity) == len(photo_cases(check_photos(), True))
     for row in report.parity:
         assert row["psnr_db"] >= PARITY_THRESHOLDS["fp16"]["min_psnr_db"], row
 
@@ -122,7 +122,7 @@ def test_metadata_carries_the_config_checkpoint_hash_and_versions(tiny_fp32, tin
 def test_graph_takes_any_batch_and_size_and_returns_weights_that_sum_to_one(tiny_fp32):
     session = onnx_session(tiny_fp32[1])
     batch = np.random.default_rng(0).integers(0, 256, (3, 38, 71, 3), dtype=np.uint8)
-    bokeh, weights = session.run(None, {"image": batch})
+    bokeh, weights = session.run(None, {"image": batch, "aperture": np.ones(3, np.float32)})
     assert bokeh.dtype == np.uint8 and bokeh.shape == batch.shape
     assert weights.dtype == np.float32 and weights.shape == (3, 4, 38, 71)
     np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-5)
@@ -134,6 +134,7 @@ def test_fp16_graph_keeps_io_types_and_softmax_and_blurs_in_fp32(tiny_fp16):
     io = {v.name: v.type.tensor_type.elem_type for v in [*model.graph.input, *model.graph.output]}
     assert io == {
         "image": TensorProto.UINT8,
+        "aperture": TensorProto.FLOAT,
         "bokeh": TensorProto.UINT8,
         "weights": TensorProto.FLOAT,
     }

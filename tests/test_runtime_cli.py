@@ -368,9 +368,9 @@ class ProfileLimitedBackend(OnnxRuntimeBackend):
     def accepts(self, shape):
         return describe_shape_problem(shape, (2, 38, 38), (3, 8192, 8192))
 
-    def run(self, batch):
+    def run(self, batch, aperture=None):
         self.batches.append(len(batch))
-        return super().run(batch)
+        return super().run(batch, aperture)
 
 
 def test_a_batch_beyond_the_backends_limits_renders_every_picture(
@@ -392,3 +392,73 @@ def test_a_batch_beyond_the_backends_limits_renders_every_picture(
     assert sorted(backend.batches) == [2, 2, 3]
     for name, bgr in pictures.items():
         assert_fp32_parity(tiny_model.reference(bgr)[0], read(tmp_path / "out" / name), name)
+
+
+def test_a_checkpoint_as_the_model_exits_2_with_the_export_command(tmp_path):
+    checkpoint = tmp_path / "best.pt"
+    checkpoint.write_bytes(b"PK torch checkpoint")
+    write(tmp_path / "a.png", generated(64, 64, 50))
+    code, output = run_cli(checkpoint, tmp_path / "a.png", "--out", tmp_path / "out")
+    assert code == 2, output
+    assert f"bokeh-export onnx {checkpoint} -o {tmp_path / 'best.onnx'}" in output
+    assert "--backend" not in output
+
+
+def test_an_input_that_does_not_exist_exits_2_before_any_work(tiny_model, tmp_path, monkeypatch):
+    def no_work(*args, **kwargs):
+        raise AssertionError("the model was opened before the inputs were checked")
+
+    monkeypatch.setattr("dbsi.runtime.cli.open_backend", no_work)
+    write(tmp_path / "in" / "a.png", generated(64, 64, 51))
+    missing = tmp_path / "in" / "typo.png"
+    code, output = run_cli(
+        tiny_model.path, tmp_path / "in" / "a.png", missing, "--out", tmp_path / "out"
+    )
+    assert code == 2, output
+    assert output.strip().splitlines() == [f"bokeh-run: no such input file or folder: {missing}"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_failed_lines_come_after_the_run_header(tiny_model, tmp_path):
+    write(tmp_path / "in" / "good.png", generated(64, 64, 52))
+    (tmp_path / "in" / "broken.png").write_bytes(b"not a picture")
+    listing = tmp_path / "list.txt"
+    listing.write_text("in/good.png\nin/gone.png\n", encoding="utf-8")
+    code, output = run_cli(
+        tiny_model.path, tmp_path / "in", f"@{listing}", "--out", tmp_path / "out"
+    )
+    assert code == 1, output
+    lines = output.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("bokeh-run: "))
+    failed = [i for i, line in enumerate(lines) if line.startswith("FAILED")]
+    assert len(failed) == 2, output  # gone.png before the run, broken.png during it
+    assert min(failed) > header, output
+
+
+def test_shard_auto_takes_the_shard_from_a_slurm_array(tiny_model, tmp_path, monkeypatch):
+    from dbsi.runtime.sources import shard_of
+
+    environ = {"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "3"}
+    environ |= {"SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "2"}
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("JOB_COMPLETION_INDEX", raising=False)
+    names = [f"img{i}.png" for i in range(9)]
+    for i, name in enumerate(names):
+        write(tmp_path / "in" / name, generated(48, 64, 60 + i))
+    out = tmp_path / "out"
+    code, output = run_cli(tiny_model.path, tmp_path / "in", "--out", out, "--shard", "auto")
+    assert code == 0, output
+    assert "(shard 1/3 from SLURM_ARRAY_TASK_ID=1)" in output
+    mine = {n for n in names if shard_of(Path(n), 3) == 1}
+    assert mine and {p.name for p in out.glob("*.png")} == mine
+
+
+def test_shard_auto_outside_an_array_job_exits_2(tmp_path, monkeypatch):
+    for name in ("SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX"):
+        monkeypatch.delenv(name, raising=False)
+    write(tmp_path / "a.png", generated(64, 64, 53))
+    model = tmp_path / "m.onnx"
+    code, output = run_cli(model, tmp_path / "a.png", "--out", tmp_path / "out", "--shard", "auto")
+    assert code == 2, output
+    assert "--shard" in output and "neither is set here" in output

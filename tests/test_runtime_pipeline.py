@@ -50,7 +50,7 @@ class IdentityBackend(Backend):
     def accepts(self, shape):
         return describe_shape_problem(shape, (self._min, 8, 8), (self._max, 4096, 4096))
 
-    def _run(self, batch):
+    def _run(self, batch, apertures):
         self.batches.append(len(batch))
         return {"bokeh": batch.copy()}
 

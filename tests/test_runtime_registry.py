@@ -10,6 +10,7 @@ import pytest
 
 from dbsi.runtime import registry
 from dbsi.runtime.backend import Backend, describe_shape_problem
+from dbsi.runtime.contract import GraphMetadata
 from dbsi.runtime.errors import BackendError
 from dbsi.runtime.registry import BackendEntry, backend_for, open_backend
 
@@ -22,6 +23,15 @@ class EchoBackend(Backend):
 
     def __init__(self, path: Path, shout: bool = False) -> None:
         self.path, self.shout, self.calls = path, shout, 0
+        self.metadata = GraphMetadata(
+            config={"kernel_sizes": [5]},
+            min_input_side=8,
+            max_input_side=64,
+            outputs=["bokeh"],
+            precision="fp32",
+            checkpoint_sha256="0" * 64,
+            toolkit_version="test",
+        )
 
     @property
     def device(self) -> str:
@@ -30,7 +40,7 @@ class EchoBackend(Backend):
     def accepts(self, shape):
         return describe_shape_problem(shape, (1, 8, 8), (4, 64, 64))
 
-    def _run(self, batch):
+    def _run(self, batch, apertures):
         self.calls += 1
         return {"bokeh": batch}
 
@@ -55,8 +65,25 @@ def test_a_model_file_opens_with_the_backend_its_suffix_names(name, backend):
 def test_a_checkpoint_is_not_a_model_the_runtime_opens(tmp_path):
     checkpoint = tmp_path / "best.pt"
     checkpoint.write_bytes(b"torch")
-    with pytest.raises(BackendError, match="unknown model type '.pt'.*export a checkpoint"):
+    with pytest.raises(BackendError, match="PyTorch checkpoint") as refused:
         open_backend(checkpoint)
+    assert f"bokeh-export onnx {checkpoint} -o {tmp_path / 'best.onnx'}" in str(refused.value)
+    assert "--backend" not in str(refused.value)
+
+
+def test_a_checkpoint_is_refused_whichever_backend_is_named(tmp_path):
+    checkpoint = tmp_path / "last.pth"
+    checkpoint.write_bytes(b"torch")
+    with pytest.raises(BackendError, match="PyTorch checkpoint.*bokeh-export onnx"):
+        open_backend(checkpoint, "onnxruntime")
+
+
+def test_an_unknown_suffix_lists_each_model_suffix_once_and_the_backends(tmp_path):
+    with pytest.raises(BackendError) as refused:
+        backend_for(tmp_path / "model.bin")
+    message = str(refused.value)
+    assert "expected .onnx, .engine, .plan, .trt)" in message
+    assert "--backend onnxruntime|tensorrt|openvino" in message
 
 
 def test_an_option_of_another_backend_is_refused_naming_its_flag(tmp_path):

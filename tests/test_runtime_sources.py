@@ -8,7 +8,15 @@ from pathlib import Path, PurePath
 import pytest
 
 from dbsi.runtime.pipeline import Job, plan_jobs, remove_stale_partials
-from dbsi.runtime.sources import Source, collect_sources, parse_shard, select_shard, shard_of
+from dbsi.runtime.sources import (
+    Source,
+    collect_sources,
+    missing_inputs,
+    parse_shard,
+    resolve_shard,
+    select_shard,
+    shard_of,
+)
 
 
 def _tree(root: Path, names: list[str]) -> None:
@@ -126,3 +134,89 @@ def test_stale_temporary_files_of_this_run_are_removed_and_others_kept(tmp_path)
     _, foreign = tempfile.mkstemp(prefix=".other.", suffix=".partial.png", dir=tmp_path)
     assert remove_stale_partials([ours]) == 1
     assert not Path(stale).exists() and Path(foreign).exists()
+
+
+def test_inputs_that_do_not_exist_are_named_before_any_search(tmp_path):
+    _tree(tmp_path, ["here.jpg", "folder/a.jpg"])
+    (tmp_path / "list.txt").write_text("gone.jpg\n", encoding="utf-8")
+    (tmp_path / "dangling.jpg").symlink_to(tmp_path / "deleted.jpg")
+    given = [
+        str(tmp_path / "here.jpg"),
+        str(tmp_path / "folder"),
+        str(tmp_path / "absent.jpg"),
+        str(tmp_path / "*.png"),  # a pattern: matching nothing is reported per item
+        f"@{tmp_path / 'list.txt'}",  # exists; its entries are checked per item
+        f"@{tmp_path / 'no-list.txt'}",
+        str(tmp_path / "dangling.jpg"),  # present as a link: it fails as a picture
+    ]
+    missing = missing_inputs(given, [tmp_path / "list.txt", tmp_path / "other.txt"])
+    assert missing == [
+        str(tmp_path / "absent.jpg"),
+        f"@{tmp_path / 'no-list.txt'}",
+        str(tmp_path / "other.txt"),
+    ]
+
+
+SLURM_16 = {
+    "SLURM_ARRAY_TASK_ID": "5",
+    "SLURM_ARRAY_TASK_COUNT": "16",
+    "SLURM_ARRAY_TASK_MIN": "0",
+    "SLURM_ARRAY_TASK_MAX": "15",
+}
+
+
+def test_shard_auto_takes_id_and_count_of_a_slurm_array():
+    assert resolve_shard("auto", SLURM_16)[:2] == (5, 16)
+
+
+def test_shard_auto_counts_a_slurm_array_from_its_min_and_max_when_count_is_absent():
+    environ = {"SLURM_ARRAY_TASK_ID": "7"}
+    environ |= {"SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_MAX": "16"}  # --array=1-16
+    index, count, origin = resolve_shard("auto", environ)
+    assert (index, count) == (6, 16)
+    assert "SLURM_ARRAY_TASK_ID=7" in origin
+
+
+def test_shard_auto_with_a_count_takes_a_kubernetes_completion_index():
+    assert resolve_shard("auto/16", {"JOB_COMPLETION_INDEX": "3"})[:2] == (3, 16)
+
+
+def test_shard_auto_without_a_count_in_kubernetes_asks_for_one():
+    with pytest.raises(ValueError, match="Kubernetes.*auto/N"):
+        resolve_shard("auto", {"JOB_COMPLETION_INDEX": "3"})
+
+
+def test_shard_auto_outside_slurm_and_kubernetes_is_refused():
+    with pytest.raises(ValueError, match="SLURM_ARRAY_TASK_ID.*JOB_COMPLETION_INDEX.*i/n"):
+        resolve_shard("auto", {"SLURM_JOB_ID": "42", "HOME": "/home/me"})
+
+
+def test_shard_auto_refuses_a_slurm_array_whose_ids_skip_numbers():
+    environ = {**SLURM_16, "SLURM_ARRAY_TASK_COUNT": "8", "SLURM_ARRAY_TASK_MAX": "14"}  # 0-14:2
+    with pytest.raises(ValueError, match="not one contiguous range"):
+        resolve_shard("auto", environ)
+
+
+def test_shard_auto_with_a_count_takes_the_slurm_task_id_as_it_is():
+    rerun = {"SLURM_ARRAY_TASK_ID": "7", "SLURM_ARRAY_TASK_COUNT": "2"}  # sbatch --array=3,7
+    rerun |= {"SLURM_ARRAY_TASK_MIN": "3", "SLURM_ARRAY_TASK_MAX": "7"}
+    assert resolve_shard("auto/16", rerun)[:2] == (7, 16)
+
+
+@pytest.mark.parametrize(
+    ("text", "environ", "message"),
+    [
+        ("auto", {"SLURM_ARRAY_TASK_ID": "x", "SLURM_ARRAY_TASK_COUNT": "4"}, "not an integer"),
+        ("auto/0", {"JOB_COMPLETION_INDEX": "0"}, "N must be"),
+        ("auto/4", {"JOB_COMPLETION_INDEX": "4"}, "need 0 <= i < n"),
+        ("auto", {"SLURM_ARRAY_TASK_ID": "3"}, "neither SLURM_ARRAY_TASK_COUNT"),
+    ],
+)
+def test_shard_auto_with_unusable_environment_values_is_refused(text, environ, message):
+    with pytest.raises(ValueError, match=message):
+        resolve_shard(text, environ)
+
+
+def test_explicit_and_absent_shards_do_not_read_the_environment():
+    assert resolve_shard("2/4", SLURM_16) == (2, 4, "")
+    assert resolve_shard(None, SLURM_16) == (0, 1, "")

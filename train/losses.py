@@ -1,4 +1,4 @@
-"""Training losses: L1 for phases 1-2, -SSIM for phase 3 (DESIGN.md section 1).
+"""Training losses: L1 for phases 1-2, -SSIM for phase 3 (docs/DESIGN.md section 1).
 
 The SSIM is the usual differentiable one: an 11x11 Gaussian window with sigma 1.5, constants
 K1 = 0.01, K2 = 0.03 for data in [0, 1], population (not sample) covariances, mean over the

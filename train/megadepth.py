@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-# Inception configs: [[c0], [k1, r1, o1], [k2, r2, o2], [k3, r3, o3]] (DESIGN.md section 1):
+# Inception configs: [[c0], [k1, r1, o1], [k2, r2, o2], [k3, r3, o3]] (docs/DESIGN.md section 1):
 # a 1x1 branch of c0 channels and three branches of a 1x1 conv down to r channels then a k x k
 # conv to o. Named INCEPTION_<output channels>_K<kernel sizes>_R<reduced channels>. The paper
 # (Chen et al. 2016) and the original code call them by letters:

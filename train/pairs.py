@@ -2,7 +2,7 @@
 train/validation split (Val294, a seeded holdout, or a split file). No torch and no decoding:
 ``bokeh-bench quality`` finds its pairs here too.
 
-Layouts read (docs/DESIGN.md): AIM ``Training/original`` + ``Training/bokeh``, PyNET-Bokeh
+Layouts read (docs/DESIGN.md section 3): AIM ``Training/original`` + ``Training/bokeh``, PyNET-Bokeh
 ``train/original`` + ``train/bokeh``, and any root holding ``original/`` and ``bokeh/`` (the
 synthetic set's layout). Files pair by stem. A bad pair (unpaired, unreadable, truncated, or
 with mismatched sizes) is counted, reported once with examples, and skipped: it never stops a

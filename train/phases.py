@@ -1,6 +1,6 @@
 """The training plan: the paper's three phases and every knob of a run, in one place.
 
-Paper defaults (DESIGN.md section 1): phase 1 at 384x512 with L1, phase 2 at 768x1024 with L1,
+Paper defaults (docs/DESIGN.md section 1): phase 1 at 384x512 with L1, phase 2 at 768x1024 with L1,
 phase 3 at 768x1024 fine-tuned with -SSIM; Adam (0.9, 0.999); the learning rate decays from
 1e-3 to 1e-5 over the whole run (here exponentially, per step, across all phases). Each phase
 starts from the previous phase's best checkpoint. The paper gives no epoch counts or batch

@@ -3,7 +3,7 @@
 This is the module the exporter traces as is, so its forward uses only shape arithmetic that
 survives symbolic tracing (see ``dbsi.train.config.network_side``).
 
-Two modes (DESIGN.md section 2), both predicting weights and blurring at the network size:
+Two modes (docs/DESIGN.md section 2), both predicting weights and blurring at the network size:
 
 - ``paper``: blend at the network size, resize the result back bilinearly (the paper's protocol;
   the in-focus subject loses its full-resolution detail).
@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dbsi.train.aperture import ApertureMix
 from dbsi.train.blur import GaussianBlurBank
 from dbsi.train.config import BokehConfig, network_side
 from dbsi.train.weight_predictor import WeightPredictor
@@ -67,6 +68,7 @@ class BokehRenderer(nn.Module):
         self.config = config
         self.predictor = WeightPredictor(config.num_maps, config.width)
         self.blurs = GaussianBlurBank(config.kernel_sizes)
+        self.aperture = ApertureMix(config.sigmas)
 
     def network_size(self, height, width) -> tuple:
         long_side = torch.sym_max(height, width)
@@ -76,16 +78,27 @@ class BokehRenderer(nn.Module):
             network_side(width, long_side, cfg.net_long_side, cfg.min_net_side, torch.sym_max),
         )
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, image: torch.Tensor, aperture: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``aperture``: one value per picture (``dbsi.train.aperture``); None renders as
+        trained (training never passes one)."""
         # The checks read values back to the host: impossible while tracing for export, and
         # forbidden while a CUDA graph is being captured.
         capturing = image.is_cuda and torch.cuda.is_current_stream_capturing()
         if not (torch.compiler.is_compiling() or capturing):
             check_image(image, self.config)
+            if aperture is not None and tuple(aperture.shape) != (image.shape[0],):
+                raise ValueError(
+                    f"aperture must hold one value per picture ({image.shape[0]}), got shape "
+                    f"{tuple(aperture.shape)}"
+                )
         height, width = image.shape[-2:]
         net_h, net_w = self.network_size(height, width)
         small = resize_bilinear(image, net_h, net_w)
         weights = self.predictor(small)
+        if aperture is not None:
+            weights = self.aperture(weights, aperture)
         blurred = self.blurs(small)
         weights_full = resize_bilinear(weights, height, width)
         if self.config.mode == "paper":

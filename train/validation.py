@@ -1,4 +1,4 @@
-"""Validation by the paper author's protocol (DESIGN.md section 3), and a picture to look at.
+"""Validation by the paper author's protocol (docs/DESIGN.md section 3), and a picture to look at.
 
 Every validation image is rendered at its full resolution (the renderer resizes to the network
 size itself), rounded to uint8, and scored against the uint8 ground truth: PSNR from
