@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from dbsi.benchmarks.report import console_table, plot_scaling, write_reports
+from dbsi.runtime.contract import APERTURE_RANGE
 
 DEFAULT_CACHE = Path.home() / ".cache" / "dbsi-bokeh" / "bench"
 
@@ -254,6 +255,14 @@ def parity(models, out, cache, pytorch_only, openvino_bf16) -> None:
     help="A folder of photos without ground truth to add to the sheet: input | bokeh (the "
     "checkpoint in fullres) | weight maps.",
 )
+@click.option(
+    "--aperture",
+    "apertures",
+    type=click.FloatRange(*APERTURE_RANGE),
+    multiple=True,
+    help="Also score the model at this run-time aperture (repeat for several; rows show the "
+    "mode as e.g. 'fullres a=0.5'). The plain rows are aperture 1, the model as trained.",
+)
 @environment_errors
 def quality(
     models,
@@ -268,6 +277,7 @@ def quality(
     sheet,
     sheet_pairs,
     sheet_photos,
+    apertures,
 ):
     """PSNR, SSIM and LPIPS on DATA, an EBB!-layout folder (Training/original+bokeh,
     train/original+bokeh, or original/+bokeh/, e.g. `bokeh-train synth` output), by the paper
@@ -295,6 +305,7 @@ def quality(
         sheet=sheet,
         sheet_pairs=sheet_pairs,
         sheet_photos=sheet_photos,
+        apertures=apertures,
         log=echo,
     )
     finish(report, COLUMNS, out, "quality")

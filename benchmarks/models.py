@@ -46,6 +46,10 @@ class Candidate:
     is_reference: bool = False
     close: Callable[[], None] = lambda: None
     accepts: Callable[[tuple[int, ...]], str | None] = lambda shape: None
+    #: the least warm-up calls that bring it to its steady speed (``Backend.warmup_calls``)
+    warmup_calls: int = 1
+    #: (batch, float32 [N] apertures) -> bokeh; None for a graph without the aperture input
+    render_at: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
 
 
 @dataclasses.dataclass
@@ -92,6 +96,12 @@ def torch_reference(renderer: Any, source: str, device: str = "auto") -> Candida
             out = module(torch.from_numpy(np.ascontiguousarray(batch)).to(device))
             return out.cpu().numpy()
 
+    def render_at(batch: np.ndarray, apertures: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            image = torch.from_numpy(np.ascontiguousarray(batch)).to(device)
+            out = module(image, torch.from_numpy(apertures).to(device))
+            return out.cpu().numpy()
+
     name = torch.cuda.get_device_name() if device == "cuda" else "CPU"
     return Candidate(
         name=REFERENCE_NAME,
@@ -102,6 +112,7 @@ def torch_reference(renderer: Any, source: str, device: str = "auto") -> Candida
         render=render,
         clock=cuda_event_clock if device == "cuda" else wall_clock,
         is_reference=True,
+        render_at=render_at,
     )
 
 
@@ -206,6 +217,9 @@ def runtime_candidate(path: Path, backend_name: str, **options: Any) -> Candidat
     def render(batch: np.ndarray) -> np.ndarray:
         return backend.run(batch)["bokeh"]
 
+    def render_at(batch: np.ndarray, apertures: np.ndarray) -> np.ndarray:
+        return backend.run(batch, apertures)["bokeh"]
+
     return Candidate(
         name=f"{backend.name}-{backend.precision}",
         precision=backend.precision,
@@ -215,6 +229,8 @@ def runtime_candidate(path: Path, backend_name: str, **options: Any) -> Candidat
         render=render,
         close=backend.close,
         accepts=backend.accepts,
+        warmup_calls=backend.warmup_calls,
+        render_at=render_at if backend.metadata.takes_aperture else None,
     )
 
 

@@ -70,11 +70,33 @@ def global_blur(image: np.ndarray) -> np.ndarray:
     return cv2.GaussianBlur(image, (BLUR_BASELINE_SIZE, BLUR_BASELINE_SIZE), 0)
 
 
-def candidate_method(candidate: Candidate) -> Callable[[np.ndarray], np.ndarray]:
+def candidate_method(
+    candidate: Candidate, aperture: float | None = None
+) -> Callable[[np.ndarray], np.ndarray]:
+    """One picture through ``candidate``, at ``aperture`` (None: as trained)."""
+
     def render(image: np.ndarray) -> np.ndarray:
-        return candidate.render(image[None])[0]
+        if aperture is None:
+            return candidate.render(image[None])[0]
+        return candidate.render_at(image[None], np.full(1, aperture, np.float32))[0]
 
     return render
+
+
+def aperture_methods(
+    candidate: Candidate, mode: str, apertures: Sequence[float], log: Callable[[str], None]
+) -> list[Method]:
+    """A method per aperture for ``candidate`` (its mode shown as "<mode> a=<aperture>"), or
+    none, with one line saying why, for a graph exported without the aperture input."""
+    if not apertures:
+        return []
+    if candidate.render_at is None:
+        log(f"{candidate.name}: exported without the aperture input, so no rows at other apertures")
+        return []
+    return [
+        (f"model ({candidate.name})", f"{mode} a={a:g}", candidate_method(candidate, a))
+        for a in apertures
+    ]
 
 
 # (name, render mode or "-", uint8 BGR image -> uint8 BGR prediction)
@@ -169,10 +191,12 @@ def model_methods(
     gpu: bool,
     modes: Sequence[str],
     log: Callable[[str], None] = print,
+    apertures: Sequence[float] = (),
 ) -> tuple[list[Method], list[ModelSet]]:
     """The methods the models give, and the model sets opened for them (the caller closes
     them). A checkpoint (or, with no models, the random one) renders on PyTorch once per mode
-    in ``modes``; an ONNX or engine renders in the mode it was exported with."""
+    in ``modes``; an ONNX or engine renders in the mode it was exported with. Each renders as
+    trained (aperture 1) and, when its graph takes one, at each of ``apertures``."""
     methods: list[Method] = []
     opened: list[ModelSet] = []
     checkpoints = [m for m in models if m.suffix.lower() in CHECKPOINT_SUFFIXES]
@@ -183,11 +207,14 @@ def model_methods(
             opened.append(model_set)
             for c in model_set.candidates:
                 methods.append((f"model ({c.name})", mode, candidate_method(c)))
+                methods += aperture_methods(c, mode, apertures, log)
     if runtimes:
         model_set = open_models(runtimes, cache, gpu, log)
         opened.append(model_set)
         for c in model_set.candidates:
-            methods.append((f"model ({c.name})", c.config.get("mode", "?"), candidate_method(c)))
+            mode = c.config.get("mode", "?")
+            methods.append((f"model ({c.name})", mode, candidate_method(c)))
+            methods += aperture_methods(c, mode, apertures, log)
     return methods, opened
 
 
@@ -204,6 +231,7 @@ def quality_report(
     sheet: Path | None = None,
     sheet_pairs: int = 6,
     sheet_photos: Path | None = None,
+    apertures: Sequence[float] = (),
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """``bokeh-bench quality``: choose the pairs in ``data`` (``select_pairs``), score the
@@ -234,7 +262,7 @@ def quality_report(
     log(f"{chosen}; evaluating {len(pairs)} pairs")
     lpips_model, lpips_status = load_lpips(lpips_backbone)  # said once, in the notes
     methods: list[Method] = [("identity", "-", identity), ("gaussian-blur-75", "-", global_blur)]
-    model_ones, opened = model_methods(models, cache, gpu, modes, log)
+    model_ones, opened = model_methods(models, cache, gpu, modes, log, apertures)
     methods += model_ones
     try:
         with progress_bar(len(pairs), "quality", "pair") as bar:

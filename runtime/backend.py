@@ -44,6 +44,9 @@ class Backend(abc.ABC):
     metadata: GraphMetadata
     #: output names, in the graph's order
     outputs: list[str]
+    #: calls on one input shape before the backend runs it at its steady speed (what a
+    #: benchmark must warm up with)
+    warmup_calls: int = 1
 
     @property
     def config(self) -> dict[str, Any]:

@@ -67,6 +67,9 @@ def graph_props(model) -> dict[str, str]:
 class OpenVINOBackend(Backend):
     """A DBSI ONNX graph compiled by OpenVINO for the CPU."""
 
+    # The second call on a shape compiles the model for it (see the module docstring).
+    warmup_calls = 2
+
     def __init__(self, path: str | Path, openvino_precision: str | None = None) -> None:
         ov = _import_openvino()
         self.path = Path(path)

@@ -289,6 +289,27 @@ def test_quality_sheet_photos_without_a_sheet_is_bad_usage(tiny, tmp_path):
     assert "--sheet-photos" in result.output and "--sheet" in result.output
 
 
+def test_quality_scores_each_aperture_asked_for_beside_the_model_as_trained(tiny, tmp_path):
+    write_pairs(tmp_path / "data")
+    result = invoke(
+        "quality", tmp_path / "data", "--model", tiny["checkpoint"], "--model", tiny["onnx"],
+        "--out", tmp_path / "out", "--cache", tiny["cache"], "--aperture", 0, "--aperture", 2,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "out" / "quality.json").read_text())["rows"]
+    by_key = {(r["method"], r["mode"]): r for r in rows}
+    reference = "model (pytorch-eager-fp32)"
+    for mode in ("paper", "fullres"):
+        assert {(reference, mode), (reference, f"{mode} a=0"), (reference, f"{mode} a=2")} <= set(
+            by_key
+        )
+    assert ("model (onnxruntime-cpu-fp32)", f"{tiny_renderer().config.mode} a=2") in by_key
+    # Aperture 0 in fullres returns the photo (within a level): it scores as the identity does.
+    identity = by_key["identity", "-"]["psnr_db"]
+    assert by_key[reference, "fullres a=0"]["psnr_db"] == pytest.approx(identity, abs=0.2)
+    assert by_key[reference, "fullres a=2"]["psnr_db"] != by_key[reference, "fullres"]["psnr_db"]
+
+
 def test_quality_skips_an_unreadable_pair_counts_it_and_exits_1(tiny, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-torch-home"))
     write_pairs(tmp_path / "data")

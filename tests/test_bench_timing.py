@@ -89,3 +89,24 @@ def test_speed_rows_each_have_their_own_memory_peak(monkeypatch):
     model, codec = rows
     assert (model["io"], codec["io"]) == (speed.IO_MODEL, speed.IO_CODEC)
     assert codec["peak_host_rss_bytes"] >= model["peak_host_rss_bytes"] + 128 * 2**20
+
+
+def test_a_backend_that_needs_more_warm_up_gets_it_before_the_measured_calls():
+    from dbsi.benchmarks import speed
+    from dbsi.benchmarks.models import Candidate
+    from dbsi.train.config import BokehConfig
+
+    calls = []
+    slow_second_call = Candidate(
+        name="compiles-on-second-call",
+        precision="fp32",
+        config=BokehConfig(width=0.125).to_dict(),
+        source="test",
+        device="CPU",
+        render=lambda batch: calls.append(len(calls)) or batch,
+        warmup_calls=2,
+    )
+    images = np.zeros((1, 8, 8, 3), np.uint8)
+    stats, _ = speed.measure_model(slow_second_call, images, repeats=3, warmup=1, progress=None)
+    assert len(calls) == 2 + 3  # the two it needs, then the three measured
+    assert len(stats.samples) == 3

@@ -138,19 +138,20 @@ class FakeCudart:
 
 
 class FakeEngine:
-    """An ICudaEngine with one uint8 input ``image`` and the outputs ``bokeh`` and ``weights``."""
+    """An ICudaEngine with the inputs ``image`` (uint8) and ``aperture`` (float32) and the
+    outputs ``bokeh`` and ``weights``."""
 
-    names = ("image", "bokeh", "weights")
-    num_io_tensors = 3
+    names = ("image", "aperture", "bokeh", "weights")
+    num_io_tensors = 4
 
     def get_tensor_name(self, index):
         return self.names[index]
 
     def get_tensor_mode(self, name):
-        return "INPUT" if name == "image" else "OUTPUT"
+        return "INPUT" if name in ("image", "aperture") else "OUTPUT"
 
     def get_tensor_dtype(self, name):
-        return np.float32 if name == "weights" else np.uint8
+        return np.float32 if name in ("aperture", "weights") else np.uint8
 
     def create_execution_context(self):
         return object()
@@ -319,7 +320,8 @@ def test_close_frees_every_buffer_and_the_stream_when_a_free_fails(
     with pytest.raises(CudaError, match="cudaFree failed"):
         backend.close()
     names = [name for name, _ in cudart.calls]
-    assert names.count("cudaFree") == 3 and names.count("cudaFreeHost") == 3
+    buffers = len(FakeEngine.names)  # one per input and output
+    assert names.count("cudaFree") == buffers and names.count("cudaFreeHost") == buffers
     assert names[-1] == "cudaStreamDestroy"
     backend.close()  # a second close does nothing
     assert [name for name, _ in cudart.calls].count("cudaStreamDestroy") == 1

@@ -32,7 +32,7 @@ class BokehConfig:
 
     The default mode is ``fullres``, by measurement (README, "Two render modes"): on held-out
     synthetic pairs at 2x and 4x the network size it scores the higher PSNR overall and keeps
-    the in-focus subject 5.6 and 7.4 dB closer to the truth than ``paper``, which passes every
+    the in-focus subject 5.2 and 6.9 dB closer to the truth than ``paper``, which passes every
     pixel through the network-size picture. ``paper`` stays available for the paper's protocol.
     """
 
