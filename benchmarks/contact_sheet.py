@@ -20,7 +20,6 @@ import numpy as np
 
 from dbsi.runtime.weight_maps import colour_weights, palette
 
-DEFAULT_PAIRS = 6
 # Layout in inches at DPI dots per inch: every picture is scaled to CELL_W wide.
 DPI = 110
 CELL_W = 2.3

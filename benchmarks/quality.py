@@ -248,10 +248,8 @@ def quality_report(
             "quality needs scikit-image for the protocol's PSNR and SSIM "
             "(pip install 'dbsi-bokeh[dev]')"
         ) from None
-    if (
-        sheet_photos is not None
-        and models
-        and not any(m.suffix.lower() in CHECKPOINT_SUFFIXES for m in models)
+    if sheet_photos is not None and not any(
+        m.suffix.lower() in CHECKPOINT_SUFFIXES for m in models
     ):
         raise ValueError("--sheet-photos renders with a checkpoint: give its .pt as --model")
     machine, gpu = look_at_machine()

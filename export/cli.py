@@ -67,8 +67,8 @@ def main() -> None:
 @click.option(
     "--fp16",
     is_flag=True,
-    help="FP16 graph for strongly typed TensorRT builds (I/O types unchanged; softmax "
-    "and blurs stay fp32); checked at PSNR >= 40 dB against the fp32 render.",
+    help="FP16 graph for strongly typed TensorRT builds (I/O types unchanged; softmax, "
+    "blurs and the aperture mix stay fp32); checked at PSNR >= 40 dB against the fp32 render.",
 )
 @click.option(
     "--with-weights",

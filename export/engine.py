@@ -1,7 +1,8 @@
 """ONNX -> TensorRT engine plus its JSON sidecar (docs/ARTEFACTS.md), with the TensorRT 10.x /
 11.x Python API (docs/DESIGN.md section 5): strongly typed network, ONNX parser with its errors
-reported, workspace limit, one optimisation profile for input ``image``, TF32 off for fp32
-parity, a timing cache file reused across builds, ``build_serialized_network``.
+reported, workspace limit, one optimisation profile (for ``image``, and for ``aperture`` with
+the same batch sizes), TF32 off for fp32 parity, a timing cache file reused across builds,
+``build_serialized_network``.
 
 TensorRT and cuda-python are imported lazily and only after ``require_tensorrt_and_gpu``: on a
 machine without a GPU, creating a TensorRT object fails or segfaults. No torch here.

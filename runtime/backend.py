@@ -107,9 +107,13 @@ class Backend(abc.ABC):
                     "re-export it with bokeh-export to render at an aperture other than 1"
                 )
             return None
-        values = np.broadcast_to(
-            np.asarray(1.0 if aperture is None else aperture, np.float32), (len(batch),)
-        )
+        given = np.asarray(1.0 if aperture is None else aperture, np.float32)
+        if given.ndim > 1 or given.size not in (1, len(batch)):
+            raise ValueError(
+                f"{self.name}: one aperture for the batch or one per picture ({len(batch)}), "
+                f"got {given.size}"
+            )
+        values = np.broadcast_to(given.reshape(-1), (len(batch),))
         if not np.all(np.isfinite(values)):
             raise ValueError(f"{self.name}: apertures must be finite, got {values}")
         return np.ascontiguousarray(values)

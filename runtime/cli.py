@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
@@ -19,6 +20,18 @@ from dbsi.runtime.sources import collect_sources, missing_inputs, resolve_shard,
 
 FORMATS = ("jpg", "jpeg", "png", "tif", "tiff", "webp", "bmp")
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def finite_apertures(
+    ctx: click.Context, param: click.Parameter, value: float | tuple[float, ...]
+) -> float | tuple[float, ...]:
+    """click callback for aperture options: FloatRange lets ``nan`` through (every comparison
+    with it is false), which would fail every picture instead of being bad usage."""
+    values = value if isinstance(value, tuple) else (value,)
+    if any(not math.isfinite(v) for v in values):
+        low, high = APERTURE_RANGE
+        raise click.BadParameter(f"must be a number from {low:g} to {high:g}")
+    return value
 
 
 def _report(line: str) -> None:
@@ -106,6 +119,7 @@ def _report(line: str) -> None:
 @click.option(
     "--aperture",
     type=click.FloatRange(*APERTURE_RANGE),
+    callback=finite_apertures,
     default=1.0,
     show_default=True,
     help="Blur strength: 1 renders as trained, 0 keeps every picture sharp, 2 doubles every "

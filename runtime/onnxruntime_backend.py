@@ -89,7 +89,7 @@ def tensorrt_provider_options(
     gpu: str,
     precision: str,
     profile: Profile,
-    inputs: Sequence[str] = (INPUT_NAME,),
+    inputs: Sequence[str],
 ) -> dict[str, object]:
     """Options for ONNX Runtime's TensorRT provider running one DBSI graph.
 

@@ -37,7 +37,7 @@ bokeh-train synth --out demo/heldout --count 64 --seed 1
 bokeh-bench quality demo/heldout --model "$ckpt" --out demo/bench \
   --sheet demo/contact-sheet.png --sheet-photos demo/photos
 
-step "6/6 speed: PyTorch eager vs ONNX Runtime at 512x768"
+step "6/6 speed: PyTorch eager vs ONNX Runtime and OpenVINO at 512x768"
 bokeh-bench speed --model "$ckpt" --model demo/model.onnx --size 512x768 --out demo/bench
 
 printf '\nDone. Open demo/contact-sheet.png first, then demo/rendered/ (bokeh photos and weight\n'

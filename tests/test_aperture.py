@@ -110,9 +110,8 @@ def test_a_graph_at_aperture_one_renders_what_the_graph_before_apertures_rendere
 
 
 @pytest.mark.slow
-def test_an_fp16_graph_at_aperture_one_renders_what_the_fp16_graph_before_rendered(
-    graphs, tmp_path
-):
+def test_an_fp16_graph_at_aperture_one_renders_what_the_old_graph_renders_in_fp16(graphs, tmp_path):
+    """Both graphs converted by today's fp16 converter: the aperture input changes nothing."""
     for label, model in (("new", graphs["paper"]), ("old", FIXTURE / "model.onnx")):
         onnx.save(convert_to_fp16(onnx.load(str(model))), str(tmp_path / f"{label}.onnx"))
     for name, batch in check_photos().items():
@@ -121,6 +120,19 @@ def test_an_fp16_graph_at_aperture_one_renders_what_the_fp16_graph_before_render
             outputs_of(tmp_path / "old.onnx", batch),
         )
         assert np.array_equal(new["bokeh"], old["bokeh"]), name
+
+
+@pytest.mark.slow
+def test_todays_fp16_export_is_within_a_level_of_the_fp16_export_before_apertures(graphs, tmp_path):
+    """Not bit-identical, by design: today's converter passes float32 tensors between the
+    float32 nodes directly, where the one before (the fixture's model-fp16.onnx) rounded them
+    to float16 on the way; at most 1 level on a small share of the pixels."""
+    onnx.save(convert_to_fp16(onnx.load(str(graphs["paper"]))), str(tmp_path / "new.onnx"))
+    for name, batch in check_photos().items():
+        new = outputs_of(tmp_path / "new.onnx", batch)["bokeh"]
+        old = outputs_of(FIXTURE / "model-fp16.onnx", batch)["bokeh"]
+        difference = np.abs(new.astype(int) - old)
+        assert difference.max() <= 1 and (difference > 0).mean() < 0.005, name
 
 
 @pytest.mark.slow
@@ -194,9 +206,11 @@ def test_bokeh_run_at_aperture_one_writes_what_it_writes_by_default(graphs, tmp_
     assert written["one"] == written["default"] != written["two"]
 
 
-def test_the_aperture_range_is_enforced_by_bokeh_run(tmp_path):
+@pytest.mark.parametrize("aperture", ["5", "-0.5", "nan"])
+def test_the_aperture_range_is_enforced_by_bokeh_run(tmp_path, aperture):
     result = CliRunner().invoke(
-        run_main, [str(FIXTURE / "model.onnx"), "x.png", "--out", str(tmp_path), "--aperture", "5"]
+        run_main,
+        [str(FIXTURE / "model.onnx"), "x.png", "--out", str(tmp_path), "--aperture", aperture],
     )
     assert result.exit_code == 2 and "--aperture" in result.output
 

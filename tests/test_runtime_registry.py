@@ -111,3 +111,38 @@ def test_run_checks_the_batch_before_the_backend_sees_it(echo_registered, tmp_pa
     with pytest.raises(ValueError, match="height 100 is outside"):
         backend.run(np.zeros((1, 100, 16, 3), np.uint8))
     assert backend.calls == 1
+
+
+class ApertureEchoBackend(EchoBackend):
+    """Records the apertures the template hands to ``_run``."""
+
+    def _run(self, batch, apertures):
+        self.calls += 1
+        self.apertures = apertures
+        return {"bokeh": batch}
+
+
+def test_one_aperture_is_given_to_every_picture_of_the_batch(tmp_path):
+    backend = ApertureEchoBackend(tmp_path / "m.echo")
+    backend.run(np.zeros((3, 8, 8, 3), np.uint8), 0.5)
+    assert backend.apertures.dtype == np.float32 and backend.apertures.tolist() == [0.5] * 3
+    backend.run(np.zeros((2, 8, 8, 3), np.uint8))
+    assert backend.apertures.tolist() == [1.0, 1.0]  # none given: the model as trained
+
+
+@pytest.mark.parametrize(
+    ("aperture", "message"),
+    [
+        ([0.5, 2.0], r"one aperture for the batch or one per picture \(3\), got 2"),
+        (np.ones((3, 1)), r"one per picture \(3\), got 3"),
+        (float("nan"), "apertures must be finite"),
+        ([1.0, float("inf"), 1.0], "apertures must be finite"),
+    ],
+)
+def test_apertures_that_do_not_fit_the_batch_are_refused_before_running(
+    tmp_path, aperture, message
+):
+    backend = ApertureEchoBackend(tmp_path / "m.echo")
+    with pytest.raises(ValueError, match=message):
+        backend.run(np.zeros((3, 8, 8, 3), np.uint8), aperture)
+    assert backend.calls == 0

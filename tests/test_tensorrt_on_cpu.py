@@ -417,7 +417,9 @@ def test_tensorrt_provider_caches_engines_per_model_tensorrt_and_gpu_with_one_pr
     profile = build_profile(metadata)
 
     def options(model="a", tensorrt="10.14.1", gpu="NVIDIA-H100"):
-        return tensorrt_provider_options(model * 64, "1.24.1", tensorrt, gpu, "fp32", profile)
+        return tensorrt_provider_options(
+            model * 64, "1.24.1", tensorrt, gpu, "fp32", profile, metadata.inputs
+        )
 
     first = options()
     engines = first["trt_engine_cache_path"]
@@ -427,9 +429,10 @@ def test_tensorrt_provider_caches_engines_per_model_tensorrt_and_gpu_with_one_pr
     assert options(model="b")["trt_timing_cache_path"] == first["trt_timing_cache_path"]
     assert options(gpu="NVIDIA-L4")["trt_timing_cache_path"] != first["trt_timing_cache_path"]
     assert first["trt_engine_cache_enable"] and first["trt_timing_cache_enable"]
-    assert first["trt_profile_min_shapes"] == "image:1x11x11x3"
-    assert first["trt_profile_opt_shapes"] == "image:1x1024x1536x3"
-    assert first["trt_profile_max_shapes"] == "image:4x2048x2048x3"
+    # The aperture input's profile follows the image's batch sizes.
+    assert first["trt_profile_min_shapes"] == "image:1x11x11x3,aperture:1"
+    assert first["trt_profile_opt_shapes"] == "image:1x1024x1536x3,aperture:1"
+    assert first["trt_profile_max_shapes"] == "image:4x2048x2048x3,aperture:4"
 
 
 @pytest.mark.parametrize(("precision", "fp16"), [("fp32", False), ("fp16", True)])
@@ -441,7 +444,7 @@ def test_tensorrt_provider_runs_fp16_only_for_an_fp16_graph(
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     options = tensorrt_provider_options(
-        "a" * 64, "1.24.1", "10.14.1", "gpu", precision, build_profile(metadata)
+        "a" * 64, "1.24.1", "10.14.1", "gpu", precision, build_profile(metadata), metadata.inputs
     )
     assert options["trt_fp16_enable"] is fp16
 

@@ -10,8 +10,8 @@ pixel's weight on the sharp photo, and the mean blur level of every pixel grows 
 (linear interpolation keeps it at ``a * sigma_i`` for each source level). ``a`` is clamped to
 ``APERTURE_RANGE``.
 
-Everything is elementwise arithmetic, comparisons and casts from bool to float, so the same
-code runs in PyTorch, in ONNX Runtime and in TensorRT.
+Everything is elementwise arithmetic, comparisons and ``where``, so the same code runs in
+PyTorch, in ONNX Runtime and in TensorRT.
 """
 
 from __future__ import annotations
