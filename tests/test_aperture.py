@@ -215,6 +215,7 @@ def test_the_aperture_range_is_enforced_by_bokeh_run(tmp_path, aperture):
     assert result.exit_code == 2 and "--aperture" in result.output
 
 
+@pytest.mark.slow
 def test_metadata_of_todays_graphs_lists_both_inputs(graphs):
     from dbsi.export.metadata import read_metadata
 

@@ -255,3 +255,16 @@ def test_a_damaged_timing_cache_is_replaced_by_a_fresh_one(tiny_onnx, tmp_path):
     sidecar = build(tiny_onnx[0], tmp_path / "a.engine", cache)
     assert sidecar.timing_cache_bytes_loaded == 0
     assert cache.read_bytes() not in (b"", b"not a timing cache of this GPU")
+
+
+def test_the_aperture_input_gets_the_image_profiles_batch_sizes():
+    from dbsi.runtime.profile import input_shapes
+
+    profile = {"min": [1, 38, 38, 3], "opt": [2, 96, 128, 3], "max": [4, 512, 512, 3]}
+    assert input_shapes(profile, ("image", "aperture")) == {
+        "min": {"image": [1, 38, 38, 3], "aperture": [1]},
+        "opt": {"image": [2, 96, 128, 3], "aperture": [2]},
+        "max": {"image": [4, 512, 512, 3], "aperture": [4]},
+    }
+    # A graph exported before the aperture input: the image alone.
+    assert input_shapes(profile, ("image",))["max"] == {"image": [4, 512, 512, 3]}

@@ -49,6 +49,18 @@ def test_engine_renders_what_onnxruntime_renders(tiny_model, engine):
 
 
 @pytest.mark.gpu
+def test_engine_renders_each_pictures_aperture_as_onnxruntime_does(tiny_model, engine):
+    batch = np.stack([generated(96, 128, 5), generated(96, 128, 6)])
+    apertures = np.array([0.5, 2.0], np.float32)
+    with open_backend(engine) as native, open_backend(tiny_model.path, provider="cpu") as cpu:
+        got, want = native.run(batch, apertures), cpu.run(batch, apertures)
+        as_trained = cpu.run(batch)
+    assert not np.array_equal(want["bokeh"], as_trained["bokeh"])  # the apertures do something
+    diff = np.abs(got["bokeh"].astype(int) - want["bokeh"])
+    assert diff.max() <= 2 and np.mean(diff.max(axis=-1) > 1) <= 0.001
+
+
+@pytest.mark.gpu
 def test_engine_profile_limits_are_reported_per_picture(engine, tmp_path):
     write(tmp_path / "in" / "ok.png", generated(96, 128, 3))
     write(tmp_path / "in" / "big.png", generated(600, 128, 4))
