@@ -271,7 +271,8 @@ def speed_report(
     )
     report["notes"].append(
         f"{repeats} measured calls after {warmup} warm-up per row (more for a backend that "
-        "needs them: OpenVINO compiles a model for a shape on its second call); p90/p99 by "
+        "needs them: ONNX Runtime settles on its third call on a shape, OpenVINO compiles a "
+        "model for a shape on its second); p90/p99 by "
         "linear interpolation (numpy 'linear'); x ref = reference median / row median."
     )
     return report
