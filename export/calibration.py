@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +44,19 @@ class CalibrationError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class CalibrationSet:
-    """The photos that calibrate a quantization, decoded, and what was skipped."""
+    """The photos that calibrate a quantization (each checked to decode) and what was skipped.
+    They are decoded again one at a time when used, so a set of large photos is never held in
+    memory at once."""
 
     folder: Path
-    images: list[np.ndarray]
     files: list[Path]
     skipped: list[str]
+
+    def network_inputs(self, config: BokehConfig) -> Iterator[np.ndarray]:
+        """Each photo as the predictor sees it in the graph: a batch of one at its network
+        size."""
+        for path in self.files:
+            yield network_input(read_image(path).bgr, config)
 
     def summary(self, method: str) -> dict[str, Any]:
         """What the graph's metadata records: how many photos, how many were skipped, the
@@ -76,12 +83,12 @@ def read_calibration_set(folder: str | Path, limit: int) -> CalibrationSet:
     candidates = sorted(
         p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
     )
-    images, files, skipped = [], [], []
+    files, skipped = [], []
     for path in candidates:
         if len(files) == limit:
             break
         try:
-            images.append(read_image(path).bgr)
+            read_image(path)
         except ImageError as exc:
             skipped.append(f"{path}: {exc}")
             continue
@@ -92,13 +99,15 @@ def read_calibration_set(folder: str | Path, limit: int) -> CalibrationSet:
             f"{folder}: {found} ({', '.join(IMAGE_EXTENSIONS)}); calibration needs photos like "
             "the ones the model will render"
         )
-    return CalibrationSet(folder, images, files, skipped)
+    return CalibrationSet(folder, files, skipped)
 
 
 def network_input(image: np.ndarray, config: BokehConfig) -> np.ndarray:
-    """``image`` resized to its network size, as a batch of one."""
+    """``image`` resized to its network size as the graph resizes it (bilinear, half-pixel
+    centres, no antialiasing: OpenCV's INTER_LINEAR samples as ``F.interpolate`` does), as a
+    batch of one."""
     height, width = config.network_size(*image.shape[:2])
-    resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+    resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
     return np.ascontiguousarray(resized[None])
 
 
@@ -192,8 +201,8 @@ def activation_ranges(
     config = BokehConfig.from_dict(_config_of(model))
     names = [i.name for i in session.get_inputs()]
     statistics = {name: _Statistics(symmetric, method == "percentile") for name in tensors}
-    for image in photos.images:
-        feed = graph_inputs(names, network_input(image, config))
+    for batch in photos.network_inputs(config):
+        feed = graph_inputs(names, batch)
         values = session.run(list(tensors), feed)
         for name, value in zip(tensors, values):
             statistics[name].add(value)

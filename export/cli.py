@@ -1,5 +1,5 @@
-"""``bokeh-export``: checkpoint -> ONNX (fp32 or fp16, checked) -> TensorRT engine; ``check`` and
-``info`` for existing artefacts.
+"""``bokeh-export``: checkpoint -> ONNX (fp32, fp16 or int8, checked) -> TensorRT engine;
+``check`` and ``info`` for existing artefacts.
 
 Exit codes: 0 ok, 1 checks or the build failed, 2 bad input or an environment that cannot do
 the job. Heavy imports (torch, onnxruntime, TensorRT) happen inside the commands that need them.
@@ -49,6 +49,7 @@ def main() -> None:
     \b
     bokeh-export onnx model.pt -o model.onnx          # fp32, checked on real photos
     bokeh-export onnx model.pt -o model-fp16.onnx --fp16
+    bokeh-export onnx model.pt -o model-int8.onnx --int8 cpu --calibration photos/
     bokeh-export check model.onnx --checkpoint model.pt
     bokeh-export engine model.onnx -o model.engine    # needs TensorRT and an NVIDIA GPU
     bokeh-export info model.onnx
@@ -126,7 +127,8 @@ def onnx_command(
     calibration_count: int,
     calibration_method: str,
 ) -> None:
-    """Export CHECKPOINT's whole render (uint8 BGR NHWC in and out) to ONNX and check it."""
+    """Export CHECKPOINT's whole render (uint8 BGR NHWC and the aperture in, uint8 BGR NHWC
+    out) to ONNX in fp32, fp16 or int8 (calibrated on --calibration photos) and check it."""
     import onnx
     from tqdm import tqdm
 
@@ -139,11 +141,16 @@ def onnx_command(
             "--int8 needs --calibration DIR: a folder of photos like the ones the model will "
             "render (it never calibrates on anything else)"
         )
+    if int8 and skip_checks:
+        raise click.UsageError(
+            "--int8 always runs its checks: the 40 dB check against the fp32 render is what "
+            "tells a good calibration from a bad one"
+        )
 
     from dbsi.export.calibration import read_calibration_set
     from dbsi.export.checks import CheckFailed, check_photos, run_checks
     from dbsi.export.fp16 import convert_to_fp16
-    from dbsi.export.int8 import quantize
+    from dbsi.export.int8 import quantize, require_quantizer
     from dbsi.export.onnx_graph import checkpoint_onnx, output_names
     from dbsi.runtime.atomic import atomic_path
     from dbsi.runtime.provenance import file_sha256
@@ -152,6 +159,8 @@ def onnx_command(
     try:
         renderer = renderer_from_checkpoint(read_checkpoint(checkpoint), str(checkpoint), mode)
         photos = {} if skip_checks else check_photos()
+        if int8:
+            require_quantizer()
         calibration_set = read_calibration_set(calibration, calibration_count) if int8 else None
     except (ValueError, RuntimeError) as exc:
         fail(str(exc))
@@ -192,6 +201,9 @@ def onnx_command(
     except CheckFailed as exc:
         print_report(exc.report)
         fail(f"{output}: not written: {exc.report.summary()}", code=1)
+    except (ValueError, RuntimeError) as exc:  # the quantizer's and ONNX Runtime's refusals
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        fail(f"{output}: not written: {first_line}")
     print_report(report)
     size_mb = output.stat().st_size / 1e6
     click.echo(

@@ -41,7 +41,7 @@ from dbsi.export.metadata import model_metadata, set_metadata
 
 FLAVOURS = ("cpu", "tensorrt")
 # Chosen by measurement on the demo model (README, INT8): min-max ranges gave the worst check
-# photo 0.5-1 dB more than percentile ranges in three of four flavour/photo-set pairs.
+# photo 0.5-1 dB more than percentile ranges in each of the four flavour/photo-set pairs.
 DEFAULT_METHOD = "minmax"
 # The worst check photo rose from 36.9 dB (16 synthetic photos) to 40.4 dB (24) on the demo
 # model; a full-width model calibrates 32 photos in about 2 minutes on 2 cores.
@@ -60,6 +60,19 @@ def convolutions_to_quantize(model: onnx.ModelProto) -> list[str]:
     float raised the worst check photo by 0.5-2 dB on the demo model for about 3% of the
     predictor's FLOPs (README, INT8)."""
     return predictor_convolutions(model)[1:]
+
+
+def require_quantizer() -> None:
+    """RuntimeError unless ONNX Runtime's quantizer takes a calibration cache (1.32 on), the
+    way ``quantize`` hands it our ranges."""
+    from onnxruntime.quantization import quantize_static
+
+    if "calibration_cache_path" not in inspect.signature(quantize_static).parameters:
+        raise RuntimeError(
+            "int8 export needs onnxruntime 1.32 or newer (ranges are handed to its quantizer "
+            "as a calibration cache): pip install -U onnxruntime, on a CPU environment if this "
+            "one has onnxruntime-gpu"
+        )
 
 
 def quantize(
@@ -83,11 +96,7 @@ def quantize(
 
     if flavour not in FLAVOURS:
         raise ValueError(f"int8 flavour {flavour!r} is not one of {', '.join(FLAVOURS)}")
-    if "calibration_cache_path" not in inspect.signature(quantize_static).parameters:
-        raise RuntimeError(
-            "int8 export needs onnxruntime 1.32 or newer (ranges are handed to its quantizer "
-            "as a calibration cache): pip install -U onnxruntime"
-        )
+    require_quantizer()
     metadata = model_metadata(model, "the fp32 export")
     if metadata.precision != "fp32":
         raise ValueError(f"int8 quantizes an fp32 export, not a {metadata.precision} one")

@@ -52,8 +52,8 @@ def parity_stats(reference: np.ndarray, candidate: np.ndarray) -> dict[str, Any]
 
 
 def parity_failures(stats: dict[str, Any], precision: str) -> list[str]:
-    """Why ``stats`` miss the thresholds of ``precision`` ("fp32" or "fp16"); empty when they
-    pass."""
+    """Why ``stats`` miss the thresholds of ``precision`` (a key of ``PARITY_THRESHOLDS``:
+    fp32, fp16, bf16, int8-cpu, int8-tensorrt); empty when they pass."""
     if precision not in PARITY_THRESHOLDS:
         raise ValueError(f"unknown precision {precision!r}: one of {', '.join(PARITY_THRESHOLDS)}")
     limits = PARITY_THRESHOLDS[precision]

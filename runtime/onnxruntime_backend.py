@@ -189,6 +189,16 @@ class OnnxRuntimeBackend(Backend):
         tensorrt_options = None
         if chosen == "tensorrt":
             metadata = _graph_metadata(ort, self.path)
+            if not metadata.for_tensorrt:
+                # An int8-cpu graph's uint8 tensors between layers are what TensorRT refuses;
+                # it is made for ONNX Runtime's CPU kernels.
+                if provider == "tensorrt":
+                    raise BackendError(
+                        f"{self.path}: an {metadata.precision} graph runs on ONNX Runtime's CPU "
+                        "kernels, not on TensorRT (export --int8 tensorrt for TensorRT)"
+                    )
+                chosen = "cpu"
+        if chosen == "tensorrt":
             self._profile = build_profile(metadata)
             tensorrt_options = tensorrt_provider_options(
                 file_sha256(self.path),

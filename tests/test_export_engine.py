@@ -4,12 +4,13 @@ and an NVIDIA GPU exist (skipped with the reason elsewhere)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import onnx
 import pytest
 from click.testing import CliRunner
 
-from dbsi.export.checks import check_photos, onnx_session
+from dbsi.export.checks import check_photos, graph_feed, onnx_session
 from dbsi.export.cli import main
 from dbsi.export.engine import EnvironmentProblem, build_engine, require_tensorrt_and_gpu
 from dbsi.export.metadata import set_metadata
@@ -206,7 +207,7 @@ def test_fp32_engine_matches_onnx_runtime(tiny_onnx, tmp_path):
     for name, batch in check_photos().items():
         if max(batch.shape[1:3]) > 600:
             continue
-        want = session.run(None, {"image": batch})[0]
+        want = session.run(None, graph_feed(session, batch, None))[0]
         assert parity_failures(parity_stats(want, run_engine(engine, batch)), "fp32") == [], name
 
 
@@ -216,8 +217,21 @@ def test_fp16_engine_reaches_40_db(tiny_onnx, tmp_path):
     sidecar = build(tiny_onnx[1], engine, tmp_path / "cache")
     assert sidecar.precision == "fp16"
     batch = check_photos()["astronaut 512x512"]
-    want = onnx_session(tiny_onnx[0]).run(None, {"image": batch})[0]
+    session = onnx_session(tiny_onnx[0])
+    want = session.run(None, graph_feed(session, batch, None))[0]
     assert parity_failures(parity_stats(want, run_engine(engine, batch)), "fp16") == []
+
+
+@needs_gpu
+def test_an_int8_tensorrt_graph_builds_a_strongly_typed_engine_that_renders_like_it(tmp_path):
+    graph = Path(__file__).parent / "data" / "int8_tensorrt" / "model.onnx"
+    engine = tmp_path / "int8.engine"
+    sidecar = build(graph, engine, tmp_path / "cache")
+    assert sidecar.precision == "int8-tensorrt"
+    session = onnx_session(graph)
+    batch = check_photos()["astronaut 512x512"]
+    want = session.run(None, graph_feed(session, batch, None))[0]
+    assert parity_failures(parity_stats(want, run_engine(engine, batch)), "int8-tensorrt") == []
 
 
 @needs_gpu

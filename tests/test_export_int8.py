@@ -17,6 +17,7 @@ from dbsi.export.int8 import convolutions_to_quantize, predictor_convolutions
 from dbsi.export.metadata import read_metadata
 from dbsi.export.parity import parity_failures, parity_stats
 from dbsi.export.tensorrt_rules import tensor_types, tensorrt_problems
+from dbsi.runtime.errors import BackendError
 from dbsi.runtime.registry import open_backend
 from tests.conftest import real_photo
 from tests.export_helpers import make_checkpoint
@@ -125,25 +126,26 @@ def test_the_tensorrt_flavour_is_symmetric_int8_and_keeps_the_parser_rules(expor
 def test_the_cpu_flavour_has_uint8_activations_and_is_refused_by_tensorrt(exports, folder):
     model = onnx.load(str(exports["cpu"][1]))
     assert any(p.dtype == np.uint8 for p in zero_points(model))
-    assert tensorrt_problems(model, 11) != []
+    assert tensorrt_problems(model, read_metadata(exports["cpu"][1]).min_input_side) != []
     result = invoke("engine", exports["cpu"][1], "-o", folder / "cpu.engine")
     assert result.exit_code == 2
     assert "int8-cpu graph has uint8 activations" in result.output
     assert "--int8 tensorrt" in result.output
 
 
-def test_only_the_predictors_convolutions_are_quantized_and_not_its_first(exports):
-    model = onnx.load(str(exports["cpu"][1]))
+@pytest.mark.parametrize("flavour", ["cpu", "tensorrt"])
+def test_only_the_predictors_convolutions_are_quantized_and_not_its_first(exports, flavour):
+    model = onnx.load(str(exports[flavour][1]))
     dequantized = {
         node.output[0] for node in model.graph.node if node.op_type == "DequantizeLinear"
     }
-    quantized = {
-        node.name
-        for node in model.graph.node
-        if node.op_type == "Conv" and node.input[1] in dequantized
-    }
+    convolutions = [node for node in model.graph.node if node.op_type == "Conv"]
+    weights_quantized = {n.name for n in convolutions if n.input[1] in dequantized}
+    inputs_quantized = {n.name for n in convolutions if n.input[0] in dequantized}
     predictor = predictor_convolutions(model)
-    assert quantized == set(convolutions_to_quantize(model)) == set(predictor[1:])
+    # Q/DQ on both the activations and the weights: what TensorRT's explicit quantization fuses.
+    assert weights_quantized == inputs_quantized == set(predictor[1:])
+    assert set(convolutions_to_quantize(model)) == set(predictor[1:])
     blur = [n for n in model.graph.node if n.op_type == "Conv" and n.name not in predictor]
     assert blur and not any(n.input[1] in dequantized for n in blur)
     assert not any(
@@ -196,15 +198,48 @@ def test_int8_and_fp16_together_is_bad_usage(folder, checkpoint, calibration):
     assert result.exit_code == 2 and "choose one" in result.output
 
 
-def test_a_calibration_of_black_frames_fails_the_40_db_check_and_writes_nothing(folder, checkpoint):
+def test_int8_with_skip_checks_is_bad_usage(folder, checkpoint, calibration):
+    result = invoke(
+        "onnx", checkpoint, "-o", folder / "x.onnx", "--int8", "cpu", "--skip-checks",
+        "--calibration", calibration,
+    )  # fmt: skip
+    assert result.exit_code == 2 and "--int8 always runs its checks" in result.output
+    assert not (folder / "x.onnx").exists()
+
+
+def test_an_onnxruntime_too_old_to_quantize_is_refused_in_one_line_before_tracing(
+    folder, checkpoint, calibration, monkeypatch
+):
+    import onnxruntime.quantization
+
+    def quantize_static(model_input, model_output, calibration_data_reader):  # before 1.32
+        raise AssertionError("never called")
+
+    monkeypatch.setattr(onnxruntime.quantization, "quantize_static", quantize_static)
+    result = invoke(
+        "onnx", checkpoint, "-o", folder / "old.onnx", "--int8", "cpu",
+        "--calibration", calibration,
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        "error: int8 export needs onnxruntime 1.32 or newer (ranges are handed to its quantizer "
+        "as a calibration cache): pip install -U onnxruntime, on a CPU environment if this one "
+        "has onnxruntime-gpu"
+    ]
+
+
+@pytest.mark.parametrize("flavour", ["cpu", "tensorrt"])
+def test_a_calibration_of_black_frames_fails_the_40_db_check_and_writes_nothing(
+    folder, checkpoint, flavour
+):
     black = folder / "black"
-    black.mkdir()
+    black.mkdir(exist_ok=True)
     for i in range(3):
         cv2.imwrite(str(black / f"{i}.png"), np.zeros((64, 96, 3), np.uint8))
-    path = folder / "black.onnx"
-    result = invoke("onnx", checkpoint, "-o", path, "--int8", "cpu", "--calibration", black)
+    path = folder / f"black-{flavour}.onnx"
+    result = invoke("onnx", checkpoint, "-o", path, "--int8", flavour, "--calibration", black)
     assert result.exit_code == 1
-    assert "FAIL int8-cpu parity" in result.output and "< 40 dB" in result.output
+    assert f"FAIL int8-{flavour} parity" in result.output and "< 40 dB" in result.output
     assert not path.exists()
 
 
@@ -219,3 +254,16 @@ def test_the_cpu_flavour_on_openvino_stays_within_40_db_of_the_fp32_render(expor
             want = reference_render(renderer, batch)["bokeh"]
             stats = parity_stats(want, backend.run(batch)["bokeh"])
             assert parity_failures(stats, "int8-cpu") == [], (name, stats)
+
+
+def test_an_int8_cpu_graph_where_tensorrt_is_present_runs_on_the_cpu_kernels(exports, monkeypatch):
+    """Fakes only what this machine lacks: ONNX Runtime listing the GPU providers."""
+    import onnxruntime
+
+    gpu_build = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: gpu_build)
+    path = exports["cpu"][1]
+    with open_backend(path) as backend:
+        assert backend.name == "onnxruntime-cpu"
+    with pytest.raises(BackendError, match="int8-cpu graph runs on ONNX Runtime's CPU kernels"):
+        open_backend(path, provider="tensorrt")

@@ -107,5 +107,46 @@ def test_a_size_met_again_gets_its_own_model_and_renders_the_same(tiny_model):
         for size in sizes:
             again = backend.run(generated(*size, 7)[None])["bokeh"]
             assert parity_failures(parity_stats(first[size], again), "fp32") == [], size
+        assert list(backend._static) == [(1, *size, 3) for size in sizes[:MAX_STATIC]]
+
+
+def test_shapes_met_equally_often_never_recompile_in_turns(tiny_model, monkeypatch):
+    from dbsi.runtime.openvino_backend import MAX_STATIC
+
+    sizes = [(64, 64 + 8 * i) for i in range(MAX_STATIC + 2)]
+    with open_backend(tiny_model.path, "openvino") as backend:
+        compiles = []
+        real_compile = backend._compile
+        monkeypatch.setattr(backend, "_compile", lambda m: compiles.append(1) or real_compile(m))
+        for _ in range(4):  # a folder of six sizes, met in turn
+            for size in sizes:
+                backend.run(generated(*size, 8)[None])
+        assert len(compiles) == MAX_STATIC
+        # A size met twice as often as the least used kept one takes its slot.
+        for _ in range(4):
+            backend.run(generated(*sizes[-1], 8)[None])
+        assert len(compiles) == MAX_STATIC + 1 and (1, *sizes[-1], 3) in backend._static
         assert len(backend._static) == MAX_STATIC
-        assert list(backend._static) == [(1, *size, 3) for size in sizes[-MAX_STATIC:]]
+
+
+def test_openvino_renders_each_pictures_aperture_as_onnxruntime_does(tiny_model):
+    batch = np.stack([generated(96, 128, 9), generated(96, 128, 10)])
+    apertures = np.array([0.5, 2.0], np.float32)
+    with open_backend(tiny_model.path, provider="cpu") as cpu:
+        want = cpu.run(batch, apertures)["bokeh"]
+    with open_backend(tiny_model.path, "openvino") as backend:
+        for _ in range(2):  # the dynamic model, then the one compiled for this shape
+            got = backend.run(batch, apertures)["bokeh"]
+            assert parity_failures(parity_stats(want, got), "fp32") == []
+        assert (2, 96, 128, 3) in backend._static
+
+
+def test_openvino_refuses_an_aperture_for_a_graph_exported_before_it(tmp_path):
+    from tests.test_aperture import FIXTURE
+
+    write(tmp_path / "a.png", generated(64, 64, 11))
+    code, output = run_cli(
+        FIXTURE / "model.onnx", tmp_path / "a.png", "--out", tmp_path / "out",
+        "--backend", "openvino", "--aperture", "2",
+    )  # fmt: skip
+    assert code == 2 and "exported without the aperture input" in output, output
