@@ -1,9 +1,9 @@
 """What ``--model`` names, turned into things to benchmark.
 
-A checkpoint gives the PyTorch eager fp32 reference (``PixelsToBokeh`` around
-``load_renderer``: the same uint8 NHWC BGR in and out as the ONNX graph) and, when no ONNX is
-named, an ONNX exported from it into a cache folder. An ONNX runs through ``dbsi.runtime`` on
-every ONNX Runtime provider this machine has; an engine runs on native TensorRT. With no model
+A checkpoint gives the PyTorch eager fp32 reference (``dbsi.benchmarks.torch_renders``) and,
+when no ONNX is named, an ONNX exported from it into a cache folder. An ONNX runs through
+``dbsi.runtime`` on every ONNX Runtime provider this machine has; an engine runs on native
+TensorRT. With no model
 at all, a randomly initialised full-width model stands in, and every report says so.
 """
 
@@ -72,140 +72,6 @@ class ModelSet:
 
 def torch_available() -> bool:
     return importlib.util.find_spec("torch") is not None
-
-
-def torch_reference(renderer: Any, source: str, device: str = "auto") -> Candidate:
-    """The PyTorch eager fp32 render of ``renderer`` (a BokehRenderer), on CUDA when there is
-    one (timed with CUDA events), else CPU. Input and output stay host uint8 arrays, as for
-    every runtime backend, so the copies are inside the timing."""
-    import torch
-
-    from dbsi.benchmarks.timing import cuda_event_clock
-    from dbsi.export.onnx_graph import PixelsToBokeh
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    module = PixelsToBokeh(renderer.float().eval()).to(device).eval()
-    if device == "cuda":
-        # fp32 means fp32: TF32 would change the reference numbers.
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
-
-    def render(batch: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            out = module(torch.from_numpy(np.ascontiguousarray(batch)).to(device))
-            return out.cpu().numpy()
-
-    def render_at(batch: np.ndarray, apertures: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            image = torch.from_numpy(np.ascontiguousarray(batch)).to(device)
-            out = module(image, torch.from_numpy(apertures).to(device))
-            return out.cpu().numpy()
-
-    name = torch.cuda.get_device_name() if device == "cuda" else "CPU"
-    return Candidate(
-        name=REFERENCE_NAME,
-        precision="fp32",
-        config=renderer.config.to_dict(),
-        source=source,
-        device=name,
-        render=render,
-        clock=cuda_event_clock if device == "cuda" else wall_clock,
-        is_reference=True,
-        render_at=render_at,
-    )
-
-
-# Faster PyTorch renders beside the fp32 reference: autocast to a 16-bit type with
-# channels_last weights on CUDA (the layout cuDNN's fastest convolutions want), and the same
-# captured as a CUDA graph per input shape (no per-layer launch cost). Name -> (dtype, graph).
-TORCH_VARIANTS = {
-    "pytorch-bf16-autocast": ("bf16", False),
-    "pytorch-fp16-autocast": ("fp16", False),
-    "pytorch-cudagraph-bf16": ("bf16", True),
-}
-
-
-def torch_variant(renderer: Any, source: str, name: str, device: str) -> Candidate:
-    """The render of ``renderer`` as the ``TORCH_VARIANTS`` entry ``name`` on ``device``
-    ("cuda" or "cpu"; CUDA graphs need "cuda"). Same uint8 I/O and timing as the reference;
-    its precision ("bf16"/"fp16") is judged by the 16-bit parity threshold."""
-    import torch
-
-    from dbsi.benchmarks.timing import cuda_event_clock
-    from dbsi.export.onnx_graph import PixelsToBokeh
-
-    precision, graphed = TORCH_VARIANTS[name]
-    if graphed and device != "cuda":
-        raise ValueError(f"{name}: CUDA graphs need a CUDA device")
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    module = PixelsToBokeh(renderer.float().eval()).to(device).eval()
-    if device == "cuda":
-        # Not on CPU: there torch 2.13's bf16 depthwise convolutions on channels_last data
-        # took minutes for a 300x451 photo (2-core EPYC, measured); bokeh-bench adds these
-        # variants only on CUDA.
-        module = module.to(memory_format=torch.channels_last)
-
-    def forward(batch: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode(), torch.autocast(device, dtype=dtype):
-            return module(batch)
-
-    render = CudaGraphRender(forward) if graphed else None
-
-    def run(batch: np.ndarray) -> np.ndarray:
-        if render is not None:
-            return render(batch)
-        return forward(torch.from_numpy(np.ascontiguousarray(batch)).to(device)).cpu().numpy()
-
-    return Candidate(
-        name=name,
-        precision=precision,
-        config=renderer.config.to_dict(),
-        source=source,
-        device=torch.cuda.get_device_name() if device == "cuda" else "CPU",
-        render=run,
-        clock=cuda_event_clock if device == "cuda" else wall_clock,
-    )
-
-
-class CudaGraphRender:
-    """``forward`` captured once per input shape as a CUDA graph, then replayed: copy the batch
-    into the graph's static input, replay, copy the static output back. Warm-up runs on a side
-    stream before capture, as PyTorch's CUDA-graph notes ask; the graphs share one memory pool.
-    Capture is ``thread_local``: the benchmark's memory sampler queries the device from another
-    thread meanwhile, which the default ("global") mode forbids."""
-
-    def __init__(self, forward: Callable[[Any], Any]) -> None:
-        import torch
-
-        self._forward = forward
-        self._graphs: dict[tuple[int, ...], tuple[Any, Any, Any]] = {}
-        self._pool = torch.cuda.graph_pool_handle()
-
-    def _capture(self, batch: np.ndarray) -> tuple[Any, Any, Any]:
-        import torch
-
-        static_in = torch.from_numpy(np.ascontiguousarray(batch)).to("cuda")
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(2):
-                self._forward(static_in)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
-            static_out = self._forward(static_in)
-        return graph, static_in, static_out
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        import torch
-
-        if batch.shape not in self._graphs:
-            self._graphs[batch.shape] = self._capture(batch)
-        graph, static_in, static_out = self._graphs[batch.shape]
-        static_in.copy_(torch.from_numpy(np.ascontiguousarray(batch)))
-        graph.replay()
-        return static_out.cpu().numpy()
 
 
 def runtime_candidate(path: Path, backend_name: str, **options: Any) -> Candidate:
@@ -386,6 +252,7 @@ def resolve_models(
     skipped: list[dict[str, str]] = []
     if checkpoint is not None and with_reference:
         if torch_available():
+            from dbsi.benchmarks.torch_renders import TORCH_VARIANTS, torch_reference, torch_variant
             from dbsi.train.checkpoint import load_renderer
 
             reference = torch_reference(load_renderer(checkpoint, mode), str(checkpoint))

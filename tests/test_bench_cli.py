@@ -405,7 +405,7 @@ def test_the_random_checkpoint_is_remade_when_its_config_or_toolkit_changes(tmp_
 def test_a_16_bit_autocast_variant_renders_close_to_the_fp32_reference():
     # fp16 autocast on CPU here (bf16 convolutions on this CPU take minutes); on a CUDA GPU
     # bokeh-bench adds both, with channels_last, and a CUDA-graph replay beside the reference.
-    from dbsi.benchmarks.models import torch_reference, torch_variant
+    from dbsi.benchmarks.torch_renders import torch_reference, torch_variant
     from dbsi.export.parity import parity_failures, parity_stats
     from tests.conftest import real_photo
 
@@ -418,7 +418,7 @@ def test_a_16_bit_autocast_variant_renders_close_to_the_fp32_reference():
 
 
 def test_cuda_graph_variant_needs_a_cuda_device():
-    from dbsi.benchmarks.models import torch_variant
+    from dbsi.benchmarks.torch_renders import torch_variant
 
     with pytest.raises(ValueError, match="CUDA graphs need a CUDA device"):
         torch_variant(tiny_renderer(), "tiny", "pytorch-cudagraph-bf16", "cpu")
