@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from dbsi.benchmarks.timing import wall_clock
+from dbsi.runtime.registry import CHECKPOINT_SUFFIXES
 
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 # ONNX Runtime execution providers by the name dbsi.runtime's open_backend takes.
 ORT_PROVIDERS = {
     "CPUExecutionProvider": "cpu",
