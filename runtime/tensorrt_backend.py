@@ -169,7 +169,6 @@ class TensorRTBackend(Backend):
             raise BackendError(
                 f"{self.path}: expected the inputs {list(self.metadata.inputs)}, found {inputs}"
             )
-        self.inputs = inputs
         self.outputs = [n for n in names if n not in inputs]
         self._dtypes = {n: np.dtype(trt.nptype(self._engine.get_tensor_dtype(n))) for n in names}
         if self._dtypes[INPUT_NAME] != np.uint8:
@@ -201,7 +200,7 @@ class TensorRTBackend(Backend):
 
     def _run(self, batch: np.ndarray, apertures: np.ndarray | None) -> dict[str, np.ndarray]:
         cudart, context = self._cudart, self._context
-        feed = graph_inputs(self.inputs, batch, apertures)
+        feed = graph_inputs(self.metadata.inputs, batch, apertures)
         for name, values in feed.items():
             if not context.set_input_shape(name, values.shape):
                 raise RuntimeError(f"{self.path}: TensorRT refused {name} shape {values.shape}")
