@@ -149,7 +149,7 @@ def onnx_command(
 
     from dbsi.export.calibration import read_calibration_set
     from dbsi.export.checks import CheckFailed, check_photos, run_checks
-    from dbsi.export.fp16 import convert_to_fp16
+    from dbsi.export.fp16 import convert_to_fp16, require_fp16_converter
     from dbsi.export.int8 import quantize, require_quantizer
     from dbsi.export.onnx_graph import checkpoint_onnx, output_names
     from dbsi.runtime.atomic import atomic_path
@@ -161,6 +161,8 @@ def onnx_command(
         photos = {} if skip_checks else check_photos()
         if int8:
             require_quantizer()
+        if fp16:
+            require_fp16_converter()
         calibration_set = read_calibration_set(calibration, calibration_count) if int8 else None
     except (ValueError, RuntimeError) as exc:
         fail(str(exc))

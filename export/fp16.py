@@ -18,16 +18,30 @@ and three repairs of onnxconverter-common 1.16's output on a dynamo export:
 
 from __future__ import annotations
 
+import importlib
 import warnings
+from types import ModuleType
 
 import onnx
 from onnx import TensorProto
-from onnxconverter_common import float16
 
 from dbsi.export.metadata import has_metadata, model_metadata, set_metadata
 from dbsi.train.aperture import ApertureMix
 
 APERTURE_MODULE = f"{ApertureMix.__module__}.{ApertureMix.__qualname__}"
+
+
+def require_fp16_converter() -> ModuleType:
+    """onnxconverter-common's ``float16`` module, imported only when an fp16 export is asked
+    for (an optional package: a machine that never converts to fp16 need not have it);
+    RuntimeError with the install line when it is missing."""
+    try:
+        return importlib.import_module("onnxconverter_common.float16")
+    except ImportError as exc:
+        raise RuntimeError(
+            f"--fp16 needs onnxconverter-common, which is not importable here ({exc}): "
+            "pip install 'dbsi-bokeh[train]'"
+        ) from exc
 
 
 def fp32_node_names(model: onnx.ModelProto) -> list[str]:
@@ -189,7 +203,9 @@ def unshare_initializers(model: onnx.ModelProto, blocked: set[str]) -> int:
 
 
 def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
-    """An FP16 copy of an fp32 export; its ``dbsi.*`` metadata (when present) says fp16."""
+    """An FP16 copy of an fp32 export; its ``dbsi.*`` metadata (when present) says fp16.
+    RuntimeError when onnxconverter-common is not installed."""
+    float16 = require_fp16_converter()
     source = onnx.ModelProto()
     source.CopyFrom(model)
     drop_initializer_value_info(source)
