@@ -17,13 +17,13 @@ from typing import Any
 import cv2
 import numpy as np
 
-from dbsi.benchmarks.metrics import in_focus_mask, protocol_ssim, psnr
 from dbsi.benchmarks.models import Candidate, ModelSet
 from dbsi.benchmarks.pairs import select_pairs
 from dbsi.benchmarks.report import base_report
 from dbsi.benchmarks.run_report import look_at_machine, open_models, progress_bar
 from dbsi.runtime.images import ImageError, read_image
 from dbsi.runtime.registry import CHECKPOINT_SUFFIXES
+from dbsi.train.metrics import in_focus_mask, protocol_ssim, psnr
 from dbsi.train.pairs import Pair
 
 BLUR_BASELINE_SIZE = 75

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from dbsi.benchmarks.metrics import psnr
+from dbsi.train.metrics import psnr
 
 # fp32: every pixel within 2 levels, and at most 0.1% of pixels more than 1 level off (a pixel
 # counts as off when any of its channels is). fp16: PSNR against the fp32 reference.

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from skimage.metrics import structural_similarity
 
-from dbsi.benchmarks.metrics import in_focus_mask, protocol_ssim, psnr
 from dbsi.benchmarks.pairs import select_pairs
 from dbsi.benchmarks.quality import evaluate, global_blur, identity, read_bgr
+from dbsi.train.metrics import in_focus_mask, protocol_ssim, psnr
 from tests.conftest import real_photo
 
 

@@ -2,7 +2,9 @@
 render, and (in submodules) data, losses, phases and checkpoints.
 
 The names below are imported on first use, not with the package: ``dbsi.train.config`` is plain
-Python that the lean runtime and the benchmarks share, and importing it must not import torch.
+Python that the lean runtime and the benchmarks share, ``dbsi.train.metrics`` (PSNR, the
+protocol's SSIM) is numpy that export and the benchmarks share, and importing either must not
+import torch.
 """
 
 from __future__ import annotations

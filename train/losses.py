@@ -41,7 +41,7 @@ def gaussian_ssim(
 ) -> torch.Tensor:
     """The training SSIM (11x11 Gaussian window, sigma 1.5; differentiable): mean SSIM per
     image (N values) of N x C x H x W batches; H, W >= 11. Not the evaluation protocol's SSIM
-    (``dbsi.benchmarks.metrics.protocol_ssim``)."""
+    (``dbsi.train.metrics.protocol_ssim``)."""
     if min(output.shape[-2:]) < 2 * SSIM_RADIUS + 1:
         raise ValueError(f"SSIM needs images of at least 11x11, got {tuple(output.shape[-2:])}")
     output, target = output.float(), target.float()

@@ -3,7 +3,7 @@
 Every validation image is rendered at its full resolution (the renderer resizes to the network
 size itself), rounded to uint8, and scored against the uint8 ground truth: PSNR from
 scikit-image with data range 255, SSIM from scikit-image with its default 7x7 uniform window per
-channel, averaged (``dbsi.benchmarks.metrics``, with which ``bokeh-bench quality`` scores too).
+channel, averaged (``dbsi.train.metrics``, with which ``bokeh-bench quality`` scores too).
 L1 (on [0, 1]) is logged beside them.
 """
 
@@ -18,9 +18,9 @@ import cv2
 import numpy as np
 import torch
 
-from dbsi.benchmarks.metrics import protocol_ssim, psnr
 from dbsi.runtime.atomic import atomic_write_bytes
 from dbsi.train.data import Batch
+from dbsi.train.metrics import protocol_ssim, psnr
 from dbsi.train.pairs import BadPairs
 from dbsi.train.render import BokehRenderer
 
@@ -53,7 +53,7 @@ class Scores:
 
 def image_scores(output: np.ndarray, target: np.ndarray) -> tuple[float, float, float]:
     """(PSNR, SSIM, L1) of two H x W x 3 uint8 images by the protocol
-    (``dbsi.benchmarks.metrics``)."""
+    (``dbsi.train.metrics``)."""
     l1 = float(np.abs(output.astype(np.float64) - target.astype(np.float64)).mean() / 255.0)
     return psnr(target, output), protocol_ssim(target, output), l1
 

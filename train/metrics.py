@@ -13,6 +13,10 @@ the parity checks' and the benchmarks'.
 Both take an optional mask to score a region only: ``in_focus_mask`` finds where a pair's
 ground truth is the input photo itself (the in-focus subject of a synthetic pair), the region a
 render mode that resamples the whole picture damages.
+
+The module lives in ``dbsi.train``, the lowest package that scores pictures (validation), and
+imports neither torch nor anything above it, so export's parity checks and ``bokeh-bench`` import
+it from here.
 """
 
 from __future__ import annotations
