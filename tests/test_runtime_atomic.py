@@ -1,10 +1,12 @@
 """Atomic writes: whole files or nothing, with ordinary permissions."""
 
+import errno
 import os
 
 import pytest
 
-from dbsi.runtime.atomic import atomic_path, atomic_write_bytes
+from dbsi.runtime.atomic import atomic_path, atomic_write_bytes, disk_error_line
+from tests.small_disk import fill, small_disk
 
 
 def test_write_lands_whole_and_leaves_no_temporary_file(tmp_path):
@@ -36,3 +38,23 @@ def test_file_gets_the_mode_a_plain_open_would_give(tmp_path):
     finally:
         os.umask(umask)
     assert (tmp_path / "out.bin").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_full_disk_keeps_the_old_file_and_names_the_destination(tmp_path):
+    with small_disk(tmp_path / "disk", 64 * 1024) as disk:
+        target = disk / "out.bin"
+        target.write_bytes(b"old")
+        fill(disk, 0)
+        with pytest.raises(OSError) as err:
+            atomic_write_bytes(target, b"x" * 32 * 1024)
+        assert err.value.errno == errno.ENOSPC
+        assert disk_error_line(err.value) == f"{target}: no space left on device"
+        assert target.read_bytes() == b"old"
+        assert sorted(p.name for p in disk.iterdir()) == ["filler", "out.bin"]
+
+
+def test_only_the_disk_refusing_a_write_is_a_disk_error():
+    assert disk_error_line(OSError(errno.EROFS, "Read-only file system", "a.pt")) == (
+        "a.pt: read-only file system"
+    )
+    assert disk_error_line(PermissionError(errno.EACCES, "Permission denied", "a.pt")) is None
