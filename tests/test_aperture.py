@@ -22,6 +22,7 @@ from dbsi.train.aperture import ApertureMix, aperture_matrix, blur_levels
 from dbsi.train.checkpoint import load_renderer
 from dbsi.train.config import BokehConfig
 from tests.conftest import DATA
+from tests.needs import needs_fp16_converter
 
 FIXTURE = DATA / "pre_aperture"
 LEVELS = blur_levels(BokehConfig().sigmas)
@@ -110,6 +111,7 @@ def test_a_graph_at_aperture_one_renders_what_the_graph_before_apertures_rendere
 
 
 @pytest.mark.slow
+@needs_fp16_converter
 def test_an_fp16_graph_at_aperture_one_renders_what_the_old_graph_renders_in_fp16(graphs, tmp_path):
     """Both graphs converted by today's fp16 converter: the aperture input changes nothing."""
     for label, model in (("new", graphs["paper"]), ("old", FIXTURE / "model.onnx")):
@@ -123,6 +125,7 @@ def test_an_fp16_graph_at_aperture_one_renders_what_the_old_graph_renders_in_fp1
 
 
 @pytest.mark.slow
+@needs_fp16_converter
 def test_todays_fp16_export_is_within_a_level_of_the_fp16_export_before_apertures(graphs, tmp_path):
     """Not bit-identical, by design: today's converter passes float32 tensors between the
     float32 nodes directly, where the one before (the fixture's model-fp16.onnx) rounded them

@@ -18,6 +18,7 @@ from dbsi.export.parity import parity_failures, parity_stats
 from dbsi.runtime.contract import GraphMetadata
 from dbsi.runtime.profile import DEFAULT_MAX_SHAPE, DEFAULT_OPT_SHAPE, build_profile, parse_shape
 from tests.export_helpers import foreign_onnx
+from tests.needs import needs_tensorrt, skip_without_fp16_converter
 
 
 def environment_problem() -> str | None:
@@ -29,13 +30,6 @@ def environment_problem() -> str | None:
 
 
 MISSING = environment_problem()
-
-
-def needs_gpu(test):
-    """A real build: marked ``gpu`` and skipped with the reason where TensorRT or a GPU is
-    missing."""
-    skip = pytest.mark.skipif(MISSING is not None, reason=f"needs TensorRT and a GPU: {MISSING}")
-    return pytest.mark.gpu(skip(test))
 
 
 def metadata(precision="fp32"):
@@ -137,6 +131,7 @@ def tiny_onnx(tmp_path_factory):
     from dbsi.export.onnx_graph import output_names, trace_onnx
     from tests.export_helpers import make_renderer
 
+    skip_without_fp16_converter()
     folder = tmp_path_factory.mktemp("engine")
     renderer = make_renderer(0.125)
     model = trace_onnx(renderer)
@@ -171,7 +166,7 @@ def run_engine(engine_path, batch):
         return backend.run(batch)["bokeh"]
 
 
-@needs_gpu
+@needs_tensorrt
 def test_engine_and_sidecar_describe_the_build(tiny_onnx, tmp_path):
     import hashlib
 
@@ -189,7 +184,7 @@ def test_engine_and_sidecar_describe_the_build(tiny_onnx, tmp_path):
     assert sidecar.gpu_name and "." in sidecar.compute_capability
 
 
-@needs_gpu
+@needs_tensorrt
 def test_timing_cache_is_written_and_reused(tiny_onnx, tmp_path):
     cache = tmp_path / "timing.cache"
     assert build(tiny_onnx[0], tmp_path / "a.engine", cache).timing_cache_bytes_loaded == 0
@@ -199,7 +194,7 @@ def test_timing_cache_is_written_and_reused(tiny_onnx, tmp_path):
     assert second.timing_cache_bytes_loaded == len(first)
 
 
-@needs_gpu
+@needs_tensorrt
 def test_fp32_engine_matches_onnx_runtime(tiny_onnx, tmp_path):
     engine = tmp_path / "tiny.engine"
     build(tiny_onnx[0], engine, tmp_path / "cache")
@@ -211,7 +206,7 @@ def test_fp32_engine_matches_onnx_runtime(tiny_onnx, tmp_path):
         assert parity_failures(parity_stats(want, run_engine(engine, batch)), "fp32") == [], name
 
 
-@needs_gpu
+@needs_tensorrt
 def test_fp16_engine_reaches_40_db(tiny_onnx, tmp_path):
     engine = tmp_path / "tiny-fp16.engine"
     sidecar = build(tiny_onnx[1], engine, tmp_path / "cache")
@@ -222,7 +217,7 @@ def test_fp16_engine_reaches_40_db(tiny_onnx, tmp_path):
     assert parity_failures(parity_stats(want, run_engine(engine, batch)), "fp16") == []
 
 
-@needs_gpu
+@needs_tensorrt
 def test_an_int8_tensorrt_graph_builds_a_strongly_typed_engine_that_renders_like_it(tmp_path):
     graph = Path(__file__).parent / "data" / "int8_tensorrt" / "model.onnx"
     engine = tmp_path / "int8.engine"
@@ -234,7 +229,7 @@ def test_an_int8_tensorrt_graph_builds_a_strongly_typed_engine_that_renders_like
     assert parity_failures(parity_stats(want, run_engine(engine, batch)), "int8-tensorrt") == []
 
 
-@needs_gpu
+@needs_tensorrt
 def test_engine_command_builds_with_the_given_profile(tiny_onnx, tmp_path):
     engine = tmp_path / "cli.engine"
     result = CliRunner().invoke(
@@ -262,7 +257,7 @@ def test_engine_command_builds_with_the_given_profile(tiny_onnx, tmp_path):
     assert (tmp_path / "cache").is_file()
 
 
-@needs_gpu
+@needs_tensorrt
 def test_a_damaged_timing_cache_is_replaced_by_a_fresh_one(tiny_onnx, tmp_path):
     cache = tmp_path / "timing.cache"
     cache.write_bytes(b"not a timing cache of this GPU")

@@ -20,6 +20,7 @@ from dbsi.export.tensorrt_rules import tensorrt_problems
 from dbsi.runtime.provenance import file_sha256, toolkit_version
 from dbsi.train.checkpoint import load_renderer, read_checkpoint
 from tests.export_helpers import make_checkpoint
+from tests.needs import skip_without_fp16_converter
 
 pytestmark = pytest.mark.slow
 
@@ -51,6 +52,7 @@ def tiny_fp32(export_dir, tiny_checkpoint):
 
 @pytest.fixture(scope="session")
 def tiny_fp16(export_dir, tiny_checkpoint):
+    skip_without_fp16_converter()
     path = export_dir / "tiny-fp16.onnx"
     return invoke("onnx", tiny_checkpoint, "-o", path, "--fp16", "--with-weights"), path
 
@@ -63,6 +65,7 @@ def full_fp32(export_dir, full_checkpoint):
 
 @pytest.fixture(scope="session")
 def full_fp16_report(export_dir, full_checkpoint, full_fp32):
+    skip_without_fp16_converter()
     path = export_dir / "full-fp16.onnx"
     onnx.save(convert_to_fp16(onnx.load(str(full_fp32[1]))), str(path))
     return run_checks(path, load_renderer(full_checkpoint)), path

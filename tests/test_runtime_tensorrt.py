@@ -1,7 +1,7 @@
 """The native TensorRT backend on a real GPU: an engine built from the tiny ONNX renders what
 ONNX Runtime renders, and engines from another GPU or TensorRT version are refused.
 
-Skips with the reason where TensorRT, cuda-python or a GPU is missing (every CPU machine).
+Skips with the reason where a GPU ("no CUDA device"), TensorRT or cuda-python is missing.
 """
 
 from __future__ import annotations
@@ -12,20 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dbsi.export.engine import build_engine
 from dbsi.runtime.errors import BackendError
 from dbsi.runtime.registry import open_backend
-
-trt = pytest.importorskip("tensorrt", reason="TensorRT is not installed (extra 'gpu')")
-cudart = pytest.importorskip(
-    "cuda.bindings.runtime", reason="cuda-python is not installed (extra 'gpu')"
-)
-_err, _count = cudart.cudaGetDeviceCount()
-if _err != cudart.cudaError_t.cudaSuccess or _count == 0:
-    pytest.skip("no CUDA GPU on this machine", allow_module_level=True)
-
-from dbsi.export.engine import build_engine  # noqa: E402
-from tests.test_runtime_cli import TinyModel, generated, run_cli, write  # noqa: E402
-from tests.test_runtime_cli import tiny_model as tiny_model  # noqa: E402,F401
+from tests.needs import needs_tensorrt
+from tests.test_runtime_cli import TinyModel, generated, run_cli, write
+from tests.test_runtime_cli import tiny_model as tiny_model  # noqa: F401
 
 PROFILE = {"min": [1, 38, 38, 3], "opt": [2, 96, 128, 3], "max": [4, 512, 512, 3]}
 
@@ -37,7 +29,7 @@ def engine(tiny_model: TinyModel, tmp_path_factory) -> Path:
     return path
 
 
-@pytest.mark.gpu
+@needs_tensorrt
 def test_engine_renders_what_onnxruntime_renders(tiny_model, engine):
     batch = np.stack([generated(96, 128, 1), generated(96, 128, 2)])
     with open_backend(engine) as native, open_backend(tiny_model.path, provider="cpu") as cpu:
@@ -48,7 +40,7 @@ def test_engine_renders_what_onnxruntime_renders(tiny_model, engine):
     np.testing.assert_allclose(got["weights"], want["weights"], atol=1e-3)
 
 
-@pytest.mark.gpu
+@needs_tensorrt
 def test_engine_renders_each_pictures_aperture_as_onnxruntime_does(tiny_model, engine):
     batch = np.stack([generated(96, 128, 5), generated(96, 128, 6)])
     apertures = np.array([0.5, 2.0], np.float32)
@@ -60,7 +52,7 @@ def test_engine_renders_each_pictures_aperture_as_onnxruntime_does(tiny_model, e
     assert diff.max() <= 2 and np.mean(diff.max(axis=-1) > 1) <= 0.001
 
 
-@pytest.mark.gpu
+@needs_tensorrt
 def test_engine_profile_limits_are_reported_per_picture(engine, tmp_path):
     write(tmp_path / "in" / "ok.png", generated(96, 128, 3))
     write(tmp_path / "in" / "big.png", generated(600, 128, 4))
@@ -69,7 +61,7 @@ def test_engine_profile_limits_are_reported_per_picture(engine, tmp_path):
     assert (tmp_path / "out" / "ok.png").is_file()
 
 
-@pytest.mark.gpu
+@needs_tensorrt
 @pytest.mark.parametrize(
     ("change", "message"),
     [
