@@ -14,9 +14,10 @@ from dbsi.train.checkpoint import load_renderer, read_checkpoint
 from dbsi.train.cli import main
 from dbsi.train.loop import PhaseRun, TrainingDiverged
 from dbsi.train.phases import TINY, with_overrides
+from dbsi.train.run_context import RunOptions
 from dbsi.train.run_folder import RunDirError
 from dbsi.train.synthetic import SceneSpec, write_dataset
-from dbsi.train.trainer import RunOptions, Trainer
+from dbsi.train.trainer import Trainer
 
 # One phase of 2 epochs, 5 steps each (18 training pairs, batch 4).
 PLAN = with_overrides(TINY, sizes="32x48", epochs="2", batch_size="4")

@@ -182,12 +182,17 @@ def run(phases: tuple[str, ...], data: Path, out: Path, preset: str, sizes: str 
 
     Each phase starts from the previous phase's best.pt; a finished phase is skipped on a
     rerun. Under torchrun (several GPUs or machines) each process trains its shard with DDP.
+    Ctrl-C or SIGTERM stops after the current step with a resumable last.pt (exit 130 or 143;
+    continue with --resume); a full disk stops the run with exit 1, earlier files intact.
 
     Example: bokeh-train run --preset tiny --data demo/data --out demo/run
     """
+    from dbsi.runtime.atomic import disk_error_line
     from dbsi.train.loop import TrainingDiverged
+    from dbsi.train.run_context import RunOptions
     from dbsi.train.run_folder import RunDirError
-    from dbsi.train.trainer import RunOptions, Trainer
+    from dbsi.train.stop import STOP_SIGNALS, exit_status
+    from dbsi.train.trainer import Trainer
 
     try:
         plan = with_overrides(
@@ -205,15 +210,24 @@ def run(phases: tuple[str, ...], data: Path, out: Path, preset: str, sizes: str 
     except TrainingDiverged as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
+    except OSError as exc:
+        # A full or failing disk: the write was atomic, so the last good files are intact.
+        line = disk_error_line(exc)
+        if line is None:
+            raise
+        click.echo(f"error: {line}; the files written before it are intact", err=True)
+        sys.exit(1)
     except (RunDirError, ValueError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    if trainer.dist.main:
+    if trainer.context.dist.main:
         summarise(results)
-    # Ctrl-C exits 130 (the shell's code for SIGINT) even when --max-steps was also given;
-    # reaching --max-steps is a planned stop and exits 0.
-    if any(r.stopped_by == "signal" for r in results):
-        sys.exit(130)
+    # A signal exits with the shell's code for it (130 for SIGINT, 143 for SIGTERM) even when
+    # --max-steps was also given; reaching --max-steps is a planned stop and exits 0.
+    signals = {signum.name: signum for signum in STOP_SIGNALS}
+    for result in results:
+        if result.stopped_by in signals:
+            sys.exit(exit_status(signals[result.stopped_by]))
 
 
 def summarise(results: list) -> None:

@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -28,12 +28,10 @@ from dbsi.train.pairs import Pair
 from dbsi.train.phases import Phase, json_ready, learning_rate
 from dbsi.train.render import BokehRenderer
 from dbsi.train.rng import capture_rng_state, restore_rng_state
+from dbsi.train.run_context import RunContext
 from dbsi.train.run_folder import RunDirError
-from dbsi.train.stop import StopRequest
+from dbsi.train.stop import StopRequest, agreed
 from dbsi.train.validation import Scores, evaluate, write_grid
-
-if TYPE_CHECKING:
-    from dbsi.train.trainer import Trainer
 
 
 class TrainingDiverged(RuntimeError):
@@ -50,7 +48,7 @@ class PhaseResult:
     steps: int
     seconds: float
     images_per_s: float
-    stopped_by: str | None = None  # for a "stopped" phase: "signal" (Ctrl-C) or "max-steps"
+    stopped_by: str | None = None  # for a "stopped" phase: "SIGINT", "SIGTERM" or "max-steps"
 
 
 class PhaseRun:
@@ -58,7 +56,7 @@ class PhaseRun:
 
     def __init__(
         self,
-        trainer: Trainer,
+        context: RunContext,
         phase: Phase,
         files: dict[str, Path],
         train: list[Pair],
@@ -67,20 +65,20 @@ class PhaseRun:
         steps_per_epoch: int,
         total_steps: int,
     ) -> None:
-        self.trainer, self.phase, self.files = trainer, phase, files
-        self.plan, self.options, self.device = trainer.plan, trainer.options, trainer.device
+        self.context, self.phase, self.files = context, phase, files
+        self.plan, self.options, self.device = context.plan, context.options, context.device
         self.offset, self.steps_per_epoch, self.total_steps = offset, steps_per_epoch, total_steps
         self.loss_fn = LOSSES[phase.loss]
         torch.manual_seed(self.plan.seed)
         self.renderer = BokehRenderer(self.plan.render_config(phase)).to(self.device)
-        if trainer.channels_last:
+        if context.channels_last:
             self.renderer = self.renderer.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.Adam(
             self.renderer.predictor.parameters(), lr=self.plan.lr_start, betas=self.plan.betas
         )
         self.flips = torch.Generator().manual_seed(self.plan.seed)
         self.sampler = EpochSampler(
-            len(train), self.plan.seed, trainer.dist.rank, trainer.dist.world
+            len(train), self.plan.seed, context.dist.rank, context.dist.world
         )
         workers = self.options.workers
         loader_args: dict[str, Any] = {
@@ -97,7 +95,7 @@ class PhaseRun:
         )
         self.val_loader = DataLoader(PairDataset(val, None), batch_size=1, **loader_args)
         self.model: torch.nn.Module = self.renderer
-        if trainer.dist.world > 1:
+        if context.dist.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = DistributedDataParallel(self.renderer, device_ids=ids)
         self.step = offset  # global optimiser steps done
@@ -112,9 +110,9 @@ class PhaseRun:
         return self.step - self.offset
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        if self.trainer.amp_dtype is None:
+        if self.context.amp_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.trainer.amp_dtype)
+        return torch.autocast(self.device.type, dtype=self.context.amp_dtype)
 
     def training_state(self, full: bool) -> dict[str, Any]:
         state: dict[str, Any] = {
@@ -135,24 +133,24 @@ class PhaseRun:
                 "step": self.step,
             }
             state["rng"] = capture_rng_state({"flips": self.flips})
-            if self.trainer.scaler is not None:
-                state["grad_scaler"] = self.trainer.scaler.state_dict()
+            if self.context.scaler is not None:
+                state["grad_scaler"] = self.context.scaler.state_dict()
         return state
 
     def save(self, key: str) -> None:
-        if self.trainer.dist.main:
+        if self.context.dist.main:
             save_checkpoint(self.files[key], self.renderer, **self.training_state(key == "last"))
 
     def init_weights(self, previous_best: Path | None) -> None:
         if previous_best is not None and previous_best.exists():
             payload = read_checkpoint(previous_best)
             self.renderer.predictor.load_state_dict(payload["model"])
-            self.trainer.say(f"{self.phase.name}: starting from {previous_best}")
+            self.context.say(f"{self.phase.name}: starting from {previous_best}")
         elif self.options.megadepth is not None:
             self.renderer.predictor.init_backbone(self.options.megadepth)
-            self.trainer.say(f"{self.phase.name}: backbone from MegaDepth {self.options.megadepth}")
+            self.context.say(f"{self.phase.name}: backbone from MegaDepth {self.options.megadepth}")
         else:
-            self.trainer.say(
+            self.context.say(
                 f"{self.phase.name}: starting from random weights (seed {self.plan.seed})"
             )
 
@@ -163,40 +161,41 @@ class PhaseRun:
         self.renderer.predictor.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         restore_rng_state(payload["rng"], {"flips": self.flips})
-        if self.trainer.scaler is not None and "grad_scaler" in payload:
-            self.trainer.scaler.load_state_dict(payload["grad_scaler"])
+        if self.context.scaler is not None and "grad_scaler" in payload:
+            self.context.scaler.load_state_dict(payload["grad_scaler"])
         self.step = int(payload["step"])
         metrics = payload["metrics"]
         self.history, self.best, self.identity = (
             metrics["history"], metrics["best"], metrics["identity"],
         )  # fmt: skip
-        self.trainer.say(
+        self.context.say(
             f"{self.phase.name}: resumed from {self.files['last']} at step {self.step}"
         )
 
     # ----- loop -----
 
-    def run(self, previous_best: Path | None) -> PhaseResult:
+    def run(self, previous_best: Path | None, stop: StopRequest) -> PhaseResult:
+        """Train to the phase's end, or until ``stop`` (a signal, on any rank) or --max-steps
+        ends it after a whole step with a resumable ``last.pt``."""
         if self.files["last"].exists():
             self.resume()
         else:
             self.init_weights(previous_best)
         started, images, train_seconds = time.perf_counter(), 0, 0.0
         stopped_by = None
-        with StopRequest() as stop:
-            while self.phase_step < self.phase.epochs * self.steps_per_epoch and not stopped_by:
-                epoch = self.phase_step // self.steps_per_epoch
-                count, seconds, stopped_by = self.train_epoch(epoch, stop)
-                images, train_seconds = images + count, train_seconds + seconds
-                if self.phase_step % self.steps_per_epoch == 0:
-                    self.end_epoch(epoch, count / max(seconds, 1e-9))
-                if stopped_by:
-                    self.save("last")
-                    self.trainer.say(
-                        f"{self.phase.name}: stopped at step {self.step}; "
-                        f"{self.files['last']} holds the state, continue with --resume"
-                    )
-        self.trainer.dist.barrier()
+        while self.phase_step < self.phase.epochs * self.steps_per_epoch and not stopped_by:
+            epoch = self.phase_step // self.steps_per_epoch
+            count, seconds, stopped_by = self.train_epoch(epoch, stop)
+            images, train_seconds = images + count, train_seconds + seconds
+            if self.phase_step % self.steps_per_epoch == 0:
+                self.end_epoch(epoch, count / max(seconds, 1e-9))
+            if stopped_by:
+                self.save("last")
+                self.context.say(
+                    f"{self.phase.name}: stopped at step {self.step} ({stopped_by}); "
+                    f"{self.files['last']} holds the state, continue with --resume"
+                )
+        self.context.dist.barrier()
         rate = images / max(train_seconds, 1e-9)
         if not stopped_by:
             self.finish(time.perf_counter() - started, rate)
@@ -219,24 +218,26 @@ class PhaseRun:
 
     def train_epoch(self, epoch: int, stop: StopRequest) -> tuple[int, float, str | None]:
         """Train to the end of the epoch (or a stop); (images, seconds, what stopped it: None,
-        "signal" or "max-steps")."""
+        the signal's name or "max-steps"). The ranks sum their stop flags with the loss after
+        every step, so all of them stop after the same step."""
         self.renderer.train()
         bar = tqdm(
             total=self.steps_per_epoch,
             initial=self.phase_step % self.steps_per_epoch,
             desc=f"{self.phase.name} epoch {epoch + 1}/{self.phase.epochs}",
             unit="step",
-            disable=not (self.trainer.dist.main and self.options.progress),
+            disable=not (self.context.dist.main and self.options.progress),
             leave=False,
         )
         images, started = 0, time.perf_counter()
         for batch in self.batches(epoch):
             for stem, reason in batch.bad:
-                self.trainer.bad.add(stem, reason)
+                self.context.bad.add(stem, reason)
             loss, count = self.train_step(batch)
-            total_loss, total_count, stops = self.trainer.dist.all_sum(
-                [loss * count, float(count), float(stop.requested)]
+            total_loss, total_count, *flags = self.context.dist.all_sum(
+                [loss * count, float(count), *stop.flags()]
             )
+            signum = agreed(flags)
             mean_loss = total_loss / max(total_count, 1.0)
             if not math.isfinite(mean_loss):
                 last = self.files["last"]
@@ -250,9 +251,10 @@ class PhaseRun:
             bar.update(1)
             bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{rate:.1f}")
             at_limit = self.options.max_steps is not None and self.step >= self.options.max_steps
-            if stops > 0 or at_limit:
+            if signum is not None or at_limit:
                 bar.close()
-                return images, time.perf_counter() - started, "signal" if stops > 0 else "max-steps"
+                reason = signum.name if signum is not None else "max-steps"
+                return images, time.perf_counter() - started, reason
             every = self.options.save_every
             if every and self.step % every == 0 and self.phase_step % self.steps_per_epoch:
                 self.save("last")
@@ -268,7 +270,7 @@ class PhaseRun:
         if batch.original is None:
             return 0.0, 0
         original, target = random_flips(batch.original, batch.bokeh, self.flips)
-        memory = torch.channels_last if self.trainer.channels_last else torch.contiguous_format
+        memory = torch.channels_last if self.context.channels_last else torch.contiguous_format
         original = original.to(self.device, non_blocking=True).float().div(255)
         target = target.to(self.device, non_blocking=True).float().div(255)
         original = original.contiguous(memory_format=memory)
@@ -276,10 +278,10 @@ class PhaseRun:
             output, _ = self.model(original)
         loss = self.loss_fn(output.float(), target)
         self.optimizer.zero_grad(set_to_none=True)
-        if self.trainer.scaler is not None:
-            self.trainer.scaler.scale(loss).backward()
-            self.trainer.scaler.step(self.optimizer)
-            self.trainer.scaler.update()
+        if self.context.scaler is not None:
+            self.context.scaler.scale(loss).backward()
+            self.context.scaler.step(self.optimizer)
+            self.context.scaler.update()
         else:
             loss.backward()
             self.optimizer.step()
@@ -290,7 +292,7 @@ class PhaseRun:
             self.renderer,
             self.val_loader,
             self.device,
-            self.trainer.bad,
+            self.context.bad,
             self.autocast(),
             examples=self.options.grid_examples,
             identity=identity,
@@ -298,7 +300,7 @@ class PhaseRun:
 
     def end_epoch(self, epoch: int, images_per_s: float) -> None:
         """Validate (rank 0), log, keep the best, write the resumable checkpoint."""
-        if self.trainer.dist.main:
+        if self.context.dist.main:
             if not self.identity:
                 self.identity = self.validate(identity=True)[0].as_dict()
             scores, examples = self.validate()
@@ -321,14 +323,14 @@ class PhaseRun:
             if not self.best or record[metric] > self.best[metric]:
                 self.best = record
                 self.save("best")
-            self.trainer.say(
+            self.context.say(
                 f"{self.phase.name} epoch {epoch + 1}/{self.phase.epochs}: "
                 f"val PSNR {scores.psnr:.2f} dB, SSIM {scores.ssim:.4f}, L1 {scores.l1:.4f} "
                 f"({images_per_s:.1f} img/s)"
             )
-            self.trainer.report_bad_pairs()
+            self.context.report_bad_pairs()
             self.save("last")
-        self.trainer.dist.barrier()
+        self.context.dist.barrier()
 
     def finish(self, seconds: float, images_per_s: float) -> None:
         summary = {
@@ -341,10 +343,10 @@ class PhaseRun:
             "identity": self.identity,
             "best_checkpoint": str(self.files["best"]),
         }
-        if self.trainer.dist.main:
+        if self.context.dist.main:
             atomic_write_text(self.files["summary"], json.dumps(summary, indent=2) + "\n")
         best = self.best
-        self.trainer.say(
+        self.context.say(
             f"{self.phase.name} finished: best epoch {best.get('epoch')} "
             f"(val PSNR {best.get('val_psnr', float('nan')):.2f} dB, "
             f"SSIM {best.get('val_ssim', float('nan')):.4f}; identity baseline "
