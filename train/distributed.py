@@ -23,6 +23,11 @@ class Distributed:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    #: started by torchrun: a process group exists and the model trains under DDP, even as
+    #: the only process (a one-GPU torchrun job runs the same code as an eight-GPU one)
+    launched: bool = False
+    #: where collectives put their tensors: NCCL takes CUDA tensors only
+    collective_device: str = "cpu"
 
     @property
     def main(self) -> bool:
@@ -30,22 +35,31 @@ class Distributed:
 
     @classmethod
     def from_environment(cls, device_type: str) -> Distributed:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world == 1:
+        if not dist.is_torchelastic_launched():
             return cls()
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        collective_device = "cpu"
+        if device_type == "cuda":
+            # Before the process group: NCCL binds each rank's communicator to its device.
+            torch.cuda.set_device(local_rank)
+            collective_device = f"cuda:{local_rank}"
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
-        return cls(dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0")))
+        return cls(dist.get_rank(), dist.get_world_size(), local_rank, True, collective_device)
 
     def all_sum(self, values: list[float]) -> list[float]:
-        if self.world == 1:
+        if not self.launched:
             return values
-        tensor = torch.tensor(values, dtype=torch.float64)
+        tensor = torch.tensor(values, dtype=torch.float64, device=self.collective_device)
         dist.all_reduce(tensor)
         return tensor.tolist()
 
     def barrier(self) -> None:
-        if self.world > 1:
+        if not self.launched:
+            return
+        if self.collective_device.startswith("cuda"):
+            dist.barrier(device_ids=[self.local_rank])
+        else:
             dist.barrier()
 
 
