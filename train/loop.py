@@ -95,7 +95,7 @@ class PhaseRun:
         )
         self.val_loader = DataLoader(PairDataset(val, None), batch_size=1, **loader_args)
         self.model: torch.nn.Module = self.renderer
-        if context.dist.world > 1:
+        if context.dist.launched:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = DistributedDataParallel(self.renderer, device_ids=ids)
         self.step = offset  # global optimiser steps done
