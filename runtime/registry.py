@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
 import shlex
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +47,7 @@ REGISTRY: dict[str, BackendEntry] = {
         ENGINE_SUFFIXES,
         {"allow_host_code": "--allow-host-code"},
     ),
-    # After onnxruntime: an .onnx opens on ONNX Runtime unless OpenVINO is asked for.
+    # After onnxruntime: backend_for names ONNX Runtime for an .onnx; choose_backend decides.
     "openvino": BackendEntry(
         "dbsi.runtime.openvino_backend",
         "OpenVINOBackend",
@@ -86,8 +88,58 @@ def backend_for(path: Path) -> str:
     )
 
 
+def openvino_installed() -> bool:
+    """Whether OpenVINO can be imported (looked up, not imported: the import is heavy)."""
+    return importlib.util.find_spec("openvino") is not None
+
+
+def nvidia_gpu() -> str | None:
+    """GPU 0's name when the CUDA driver answers through cuda-python (the ``gpu`` extras bring
+    it), else None: no driver, no device, or no cuda-python."""
+    from dbsi.runtime.cuda_device import import_cudart, local_gpu
+
+    try:
+        name, _ = local_gpu(import_cudart())
+    except BackendError:
+        return None
+    return name
+
+
+def _given(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The options actually set (None and False are a flag's absence)."""
+    return {key: value for key, value in options.items() if value not in (None, False)}
+
+
+def choose_backend(path: Path, options: Mapping[str, Any] | None = None) -> tuple[str, str]:
+    """The backend ``--backend auto`` opens ``path`` with, and why, for the run's header.
+
+    An engine opens on TensorRT. An .onnx: an option only one ONNX backend takes (``provider``
+    for ONNX Runtime, ``openvino_precision`` for OpenVINO) names that backend; else with an
+    NVIDIA GPU (``nvidia_gpu``), ONNX Runtime, whose providers tensorrt > cuda > cpu pick the
+    GPU; without one, OpenVINO when installed (its int8-cpu and fp32 renders are the fastest
+    measured on x86 CPUs, README "Measured"), else ONNX Runtime. BackendError for a checkpoint
+    or an unknown suffix."""
+    family = backend_for(path)
+    candidates = [name for name, entry in REGISTRY.items() if path.suffix.lower() in entry.suffixes]
+    if len(candidates) == 1:
+        return family, f"auto: {path.suffix.lower()} file"
+    for key in _given(options or {}):
+        takers = [name for name in candidates if key in REGISTRY[name].options]
+        if len(takers) == 1:
+            return takers[0], f"auto: {REGISTRY[takers[0]].options[key]} is its option"
+    gpu = nvidia_gpu()
+    if gpu is not None:
+        name, why = "onnxruntime", f"NVIDIA GPU {gpu}, providers tensorrt > cuda > cpu"
+    elif "openvino" in candidates and openvino_installed():
+        name, why = "openvino", "no NVIDIA GPU, OpenVINO installed"
+    else:
+        name, why = "onnxruntime", "no NVIDIA GPU, OpenVINO not installed"
+    others = " or ".join(f"--backend {other}" for other in candidates if other != name)
+    return name, f"auto: {why}; {others} to override"
+
+
 def open_backend(path: str | Path, backend: str = "auto", **options: Any) -> Backend:
-    """Open a model for inference with ``backend`` ("auto": by the file's suffix).
+    """Open a model for inference with ``backend`` ("auto": ``choose_backend``).
 
     ``options`` go to the backend that takes them (``provider`` for ONNX Runtime: "cpu",
     "cuda", "tensorrt" or None for the best present; ``allow_host_code`` for TensorRT, which
@@ -101,9 +153,9 @@ def open_backend(path: str | Path, backend: str = "auto", **options: Any) -> Bac
         raise BackendError(f"{path}: no such model file")
     if path.suffix.lower() in CHECKPOINT_SUFFIXES:
         raise BackendError(checkpoint_hint(path))
-    name = backend_for(path) if backend == "auto" else backend
+    name = choose_backend(path, options)[0] if backend == "auto" else backend
     entry = REGISTRY[name]
-    given = {key: value for key, value in options.items() if value not in (None, False)}
+    given = _given(options)
     for key in given:
         if key not in entry.options:
             flag = next((e.options[key] for e in REGISTRY.values() if key in e.options), f"'{key}'")

@@ -94,7 +94,7 @@ def test_a_graph_without_our_metadata_is_refused_by_openvino_too(tiny_model, tmp
 
 def test_the_openvino_precision_option_is_refused_for_onnxruntime(tiny_model):
     with pytest.raises(BackendError, match="--openvino-precision does not apply to the onnx"):
-        open_backend(tiny_model.path, openvino_precision="bf16")
+        open_backend(tiny_model.path, "onnxruntime", openvino_precision="bf16")
 
 
 def test_a_size_met_again_gets_its_own_model_and_renders_the_same(tiny_model):

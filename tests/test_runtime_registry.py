@@ -3,6 +3,7 @@ every backend's ``run`` goes through."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -146,3 +147,123 @@ def test_apertures_that_do_not_fit_the_batch_are_refused_before_running(
     with pytest.raises(ValueError, match=message):
         backend.run(np.zeros((3, 8, 8, 3), np.uint8), aperture)
     assert backend.calls == 0
+
+
+# --backend auto: the machine decides (the GPU probe and OpenVINO's presence are faked at their
+# boundary: registry.nvidia_gpu and the import system), options that one backend takes steer.
+TINY_ONNX = Path(__file__).parent / "data" / "pre_aperture" / "model.onnx"
+
+
+@pytest.fixture
+def no_gpu(monkeypatch):
+    monkeypatch.setattr(registry, "nvidia_gpu", lambda: None)
+
+
+@pytest.fixture
+def nvidia(monkeypatch):
+    monkeypatch.setattr(registry, "nvidia_gpu", lambda: "NVIDIA H200")
+
+
+@pytest.fixture
+def openvino_importable(monkeypatch):
+    """OpenVINO present whether or not this environment has it (only its spec is looked up)."""
+    real_find_spec = registry.importlib.util.find_spec
+
+    def find_spec(name, *args):
+        if name == "openvino":
+            return object()
+        return real_find_spec(name, *args)
+
+    monkeypatch.setattr(registry.importlib.util, "find_spec", find_spec)
+
+
+@pytest.fixture
+def openvino_missing(monkeypatch):
+    """``import openvino`` fails, as without the cpu extra (None in sys.modules: ImportError)."""
+    monkeypatch.setitem(sys.modules, "openvino", None)
+
+
+def test_auto_picks_openvino_for_an_onnx_without_an_nvidia_gpu(no_gpu, openvino_importable):
+    name, why = registry.choose_backend(Path("m.onnx"))
+    assert name == "openvino"
+    assert why == "auto: no NVIDIA GPU, OpenVINO installed; --backend onnxruntime to override"
+
+
+def test_auto_picks_onnxruntime_without_a_gpu_when_openvino_is_missing(no_gpu, openvino_missing):
+    name, why = registry.choose_backend(Path("m.onnx"))
+    assert name == "onnxruntime"
+    assert why == "auto: no NVIDIA GPU, OpenVINO not installed; --backend openvino to override"
+
+
+def test_auto_picks_onnxruntime_on_an_nvidia_machine_even_with_openvino(
+    nvidia, openvino_importable
+):
+    name, why = registry.choose_backend(Path("m.onnx"))
+    assert name == "onnxruntime"
+    assert why.startswith("auto: NVIDIA GPU NVIDIA H200, providers tensorrt > cuda > cpu;")
+
+
+def test_a_provider_steers_auto_to_onnxruntime(no_gpu, openvino_importable):
+    name, why = registry.choose_backend(Path("m.onnx"), {"provider": "cpu"})
+    assert name == "onnxruntime" and why == "auto: --provider is its option"
+
+
+def test_an_openvino_precision_steers_auto_to_openvino_on_an_nvidia_machine(
+    nvidia, openvino_importable
+):
+    options = {"provider": None, "openvino_precision": "bf16", "allow_host_code": False}
+    assert registry.choose_backend(Path("m.onnx"), options)[0] == "openvino"
+
+
+def test_an_engine_opens_on_tensorrt_whatever_the_machine(no_gpu, openvino_importable):
+    assert registry.choose_backend(Path("m.engine")) == ("tensorrt", "auto: .engine file")
+
+
+def test_open_backend_auto_opens_what_choose_backend_picks(no_gpu, openvino_missing):
+    with open_backend(TINY_ONNX) as backend:
+        assert backend.name == "onnxruntime-cpu"
+
+
+def test_the_gpu_probe_says_none_without_cuda_python(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cuda", None)
+    assert registry.nvidia_gpu() is None
+
+
+def bokeh_run(tmp_path: Path, *args: str) -> tuple[int, str]:
+    from click.testing import CliRunner
+
+    from dbsi.runtime.cli import main
+
+    picture = tmp_path / "a.png"
+    if not picture.exists():
+        cv2 = pytest.importorskip("cv2")
+        cv2.imwrite(str(picture), np.full((48, 64, 3), 128, np.uint8))
+    result = CliRunner().invoke(
+        main, [str(TINY_ONNX), str(picture), "--out", str(tmp_path / "out"), *args]
+    )
+    return result.exit_code, result.output
+
+
+def header(output: str) -> str:
+    return next(line for line in output.splitlines() if line.startswith("bokeh-run: 1 picture"))
+
+
+def test_the_run_header_names_openvino_chosen_by_auto_and_why(tmp_path, no_gpu):
+    pytest.importorskip("openvino", reason="openvino is not installed (extra 'cpu')")
+    code, output = bokeh_run(tmp_path, "--no-progress", "--workers", "1")
+    assert code == 0, output
+    assert header(output) == (
+        "bokeh-run: 1 picture(s) on openvino (CPU, fp32), batch 1, 1 worker(s); backend "
+        "openvino (auto: no NVIDIA GPU, OpenVINO installed; --backend onnxruntime to override)"
+    )
+
+
+def test_the_run_header_names_a_backend_given_with_backend(tmp_path, no_gpu):
+    code, output = bokeh_run(
+        tmp_path, "--no-progress", "--workers", "1", "--backend", "onnxruntime"
+    )
+    assert code == 0, output
+    assert header(output) == (
+        "bokeh-run: 1 picture(s) on onnxruntime-cpu (CPU, fp32), batch 1, 1 worker(s); backend "
+        "onnxruntime (--backend onnxruntime)"
+    )
