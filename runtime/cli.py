@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import signal
 import sys
 from pathlib import Path
 
@@ -15,16 +14,9 @@ from dbsi.runtime.contract import APERTURE_RANGE, MAX_BATCH, WEIGHTS_NAME
 from dbsi.runtime.errors import BackendError
 from dbsi.runtime.images import DEFAULT_QUALITY, ImageError, check_opencv
 from dbsi.runtime.onnxruntime_backend import PROVIDERS
-from dbsi.runtime.pipeline import Run, RunOptions, Summary, plan_jobs, remove_stale_partials
+from dbsi.runtime.pipeline import RunOptions, plan_jobs, remove_stale_partials, run_jobs
 from dbsi.runtime.registry import BACKENDS, choose_backend, open_backend
-from dbsi.runtime.sources import (
-    Problem,
-    collect_sources,
-    missing_inputs,
-    resolve_shard,
-    select_shard,
-)
-from dbsi.runtime.stop import StopSignals, exit_status
+from dbsi.runtime.sources import collect_sources, missing_inputs, resolve_shard, select_shard
 
 FORMATS = ("jpg", "jpeg", "png", "tif", "tiff", "webp", "bmp")
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
@@ -44,28 +36,6 @@ def finite_apertures(
 
 def _report(line: str) -> None:
     tqdm.write(line, file=sys.stderr)
-
-
-def _conclude(
-    summary: Summary,
-    problems: list[Problem],
-    signum: signal.Signals | None,
-    abandoned: str | None = None,
-) -> int:
-    """Print how the run ended (why it stopped early, then the summary line); return the exit
-    status: a stop signal's (143, 130), else 1 when a picture failed, else 0."""
-    summary.failed += len(problems)
-    summary.failures[:0] = problems
-    if summary.stopped is not None:
-        how = f"; {abandoned}" if abandoned else ""
-        rest = ""
-        if signum is not None:
-            rest = f"; {summary.left} picture(s) left: rerun with --skip-existing to render them"
-        _report(f"bokeh-run: stopped: {summary.stopped}{how}{rest}")
-    click.echo(summary.line())
-    if signum is not None:
-        return exit_status(signum)
-    return EXIT_SOME_FAILED if summary.failed else EXIT_OK
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -200,10 +170,9 @@ def main(
                   container runs bokeh-run m.onnx in/ -o out/ --shard auto/16
                   (or --shard $(JOB_COMPLETION_INDEX)/16)
 
-    Exit status: 0 all rendered, 1 some pictures failed (each is reported with the reason)
-    or the disk refused 3 writes in a row (full, read-only: the run stops), 2 bad usage (an
-    input that does not exist among them), unusable model or missing backend, 143 / 130
-    stopped by SIGTERM / SIGINT (only whole files written; --skip-existing renders the rest).
+    Exit status: 0 all rendered, 1 some pictures failed (each is reported with the reason),
+    2 bad usage (an input that does not exist among them), unusable model or missing
+    backend.
     """
     if not inputs and not list_files:
         raise click.UsageError("give at least one input (file, folder, glob or @list)")
@@ -283,20 +252,9 @@ def main(
             save_weights=save_weights,
             progress=not no_progress,
             aperture=aperture,
-            out_dir=out_dir,
         )
-        # SIGTERM / SIGINT: no new picture, the batch in flight finished or abandoned, only
-        # whole files left, the summary, exit 143 / 130 (dbsi.runtime.stop).
-        with StopSignals() as stop:
-            run = Run(backend, jobs, options, _report, stop)
-            stop.on_abandon = lambda signum, how: _conclude(run.snapshot(), problems, signum, how)
-            summary = run.execute()
-            with stop.ending():
-                code = _conclude(summary, problems, stop.requested)
-                if stop.requested is not None:
-                    stop.exit(code)  # no waiting for decode threads still reading
-    sys.exit(code)
-
-
-if __name__ == "__main__":
-    main()
+        summary = run_jobs(backend, jobs, options, _report)
+    summary.failed += len(problems)
+    summary.failures[:0] = problems
+    click.echo(summary.line())
+    sys.exit(EXIT_SOME_FAILED if summary.failed else EXIT_OK)
