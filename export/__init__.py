@@ -6,5 +6,5 @@ metadata_props), ``fp16`` (FP16 graph for strongly typed TensorRT), ``parity`` (
 statistics and thresholds, numpy only), ``photos`` (scikit-image's real photos, numpy only),
 ``checks`` (checker, shape inference, TensorRT graph
 rules, ONNX Runtime against PyTorch on real photos), ``engine`` (TensorRT build and sidecar),
-``cli``.
+``interrupt`` (signals that stop an export without leaving a partial file), ``cli``.
 """

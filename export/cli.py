@@ -1,30 +1,59 @@
 """``bokeh-export``: checkpoint -> ONNX (fp32, fp16 or int8, checked) -> TensorRT engine;
 ``check`` and ``info`` for existing artefacts.
 
-Exit codes: 0 ok, 1 checks or the build failed, 2 bad input or an environment that cannot do
-the job. Heavy imports (torch, onnxruntime, TensorRT) happen inside the commands that need them.
+Exit codes: 0 ok, 1 checks or the build failed or the disk refused a write, 2 bad input or an
+environment that cannot do the job, 130 / 143 stopped by SIGINT / SIGTERM (nothing partial is
+left: see ``writes_output``). Heavy imports (torch, onnxruntime, TensorRT) happen inside the
+commands that need them.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 
 from dbsi.export.calibration import METHODS as CALIBRATION_METHODS
 from dbsi.export.engine import DEFAULT_WORKSPACE_GIB
 from dbsi.export.int8 import DEFAULT_CALIBRATION_COUNT, DEFAULT_METHOD
+from dbsi.export.interrupt import Interrupted, raise_on_signals
+from dbsi.runtime.atomic import disk_error_line
 from dbsi.runtime.profile import DEFAULT_MAX_SHAPE, DEFAULT_OPT_SHAPE, build_profile, parse_shape
+from dbsi.train.stop import exit_status
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """One line on stderr, then exit with ``code``."""
     click.echo(f"error: {' '.join(str(message).split())}", err=True)
     sys.exit(code)
+
+
+def writes_output(command: Callable[..., None]) -> Callable[..., None]:
+    """For a command that writes ``output``: SIGINT or SIGTERM stop it (exit 130 or 143) and a
+    full or failing disk fails it (exit 1), each in one line; every artefact is written under a
+    temporary name and renamed into place (``dbsi.runtime.atomic``), so neither leaves a
+    partial file and an earlier file under the name stays as it was."""
+
+    @functools.wraps(command)
+    def run(*args: Any, output: Path, **kwargs: Any) -> None:
+        with raise_on_signals():
+            try:
+                command(*args, output=output, **kwargs)
+            except Interrupted as exc:
+                fail(f"{output}: not written: {exc}", code=exit_status(exc.signum))
+            except OSError as exc:
+                line = disk_error_line(exc)
+                if line is None:
+                    raise
+                fail(line, code=1)
+
+    return run
 
 
 def shape_option(text: str | None) -> tuple[int, ...] | None:
@@ -115,6 +144,7 @@ def main() -> None:
     show_default=True,
     help="How activation ranges are chosen from the calibration photos.",
 )
+@writes_output
 def onnx_command(
     checkpoint: Path,
     output: Path,
@@ -299,6 +329,7 @@ def check_command(model: Path, checkpoint: Path | None) -> None:
     is_flag=True,
     help="Build a version-compatible engine (loading it needs --allow-host-code).",
 )
+@writes_output
 def engine_command(
     model: Path,
     output: Path,

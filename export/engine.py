@@ -17,8 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dbsi.export.interrupt import hold_signals
 from dbsi.export.metadata import read_metadata
-from dbsi.runtime.atomic import atomic_write_bytes
+from dbsi.runtime.atomic import atomic_path, atomic_write_bytes
 from dbsi.runtime.contract import GraphMetadata
 from dbsi.runtime.cuda_device import INSTALL_HINT, import_cudart, local_gpu
 from dbsi.runtime.errors import BackendError
@@ -194,11 +195,14 @@ def build_engine(
         built_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         toolkit_version=toolkit_version(),
     )
-    atomic_write_bytes(engine_path, engine_bytes)
-    try:
-        write_sidecar(engine_path, sidecar)
-    except BaseException:
-        # Never leave an engine without the sidecar that matches it.
-        engine_path.unlink(missing_ok=True)
-        raise
+    write_engine(engine_path, engine_bytes, sidecar)
     return sidecar
+
+
+def write_engine(engine_path: Path, engine_bytes: bytes, sidecar: EngineSidecar) -> None:
+    """Write the engine and its sidecar as a pair: both temporary files are complete before
+    either is renamed into place, and no signal lands between the two renames, so a failed
+    write (a full disk) or a signal leaves the earlier pair, or none, as it was."""
+    with hold_signals(), atomic_path(engine_path) as engine_tmp:
+        engine_tmp.write_bytes(engine_bytes)
+        write_sidecar(engine_path, sidecar)
