@@ -9,17 +9,18 @@ at all, a randomly initialised full-width model stands in, and every report says
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import importlib.util
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dbsi.benchmarks.timing import wall_clock
+from dbsi.benchmarks.timing import GpuMemory, no_gpu_memory, wall_clock
 from dbsi.runtime.registry import CHECKPOINT_SUFFIXES
 
 # ONNX Runtime execution providers by the name dbsi.runtime's open_backend takes.
@@ -50,6 +51,9 @@ class Candidate:
     warmup_calls: int = 1
     #: (batch, float32 [N] apertures) -> bokeh; None for a graph without the aperture input
     render_at: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+    #: a context manager around a measurement that yields the device memory this candidate
+    #: holds for itself (``GpuMemory``), filled in when the block ends
+    gpu_memory: Callable[[], contextlib.AbstractContextManager[GpuMemory]] = no_gpu_memory
 
 
 @dataclasses.dataclass
@@ -86,6 +90,12 @@ def runtime_candidate(path: Path, backend_name: str, **options: Any) -> Candidat
     def render_at(batch: np.ndarray, apertures: np.ndarray) -> np.ndarray:
         return backend.run(batch, apertures)["bokeh"]
 
+    @contextlib.contextmanager
+    def gpu_memory() -> Iterator[GpuMemory]:
+        figure = GpuMemory(None, backend.device_memory_measure)
+        yield figure
+        figure.peak_bytes = backend.device_memory_bytes()
+
     return Candidate(
         name=f"{backend.name}-{backend.precision}",
         precision=backend.precision,
@@ -97,6 +107,7 @@ def runtime_candidate(path: Path, backend_name: str, **options: Any) -> Candidat
         accepts=backend.accepts,
         warmup_calls=backend.warmup_calls,
         render_at=render_at if backend.metadata.takes_aperture else None,
+        gpu_memory=gpu_memory,
     )
 
 

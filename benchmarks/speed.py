@@ -8,7 +8,8 @@ JPEG with OpenCV, stack, render, encode each result as JPEG.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,10 +90,24 @@ def mib(value: int | None) -> float | None:
     return None if value is None else value / 2**20
 
 
+@contextlib.contextmanager
+def row_memory(candidate: Candidate) -> Iterator[dict[str, Any]]:
+    """The memory figures of one row, filled in when the block ends: the host's peak RSS and
+    the device memory the candidate reports as its own (``Candidate.gpu_memory``)."""
+    figures: dict[str, Any] = {}
+    with PeakMemory() as host, candidate.gpu_memory() as gpu:
+        yield figures
+    figures.update(
+        peak_host_rss_bytes=host.peak_rss,
+        peak_gpu_memory_bytes=gpu.peak_bytes,
+        gpu_memory_measure=gpu.measure,
+    )
+
+
 def latency_row(
     candidate: Candidate,
     stats: Any,
-    memory: PeakMemory,
+    memory: dict[str, Any],
     size: tuple[int, int],
     io: str,
     flops_per_image: int | None,
@@ -116,9 +131,9 @@ def latency_row(
         "achieved_gflop_per_s": None
         if flops_per_image is None
         else flops_per_image * figures["batch"] / figures["median_s"] / 1e9,
-        **memory.to_dict(),
-        "peak_host_rss_mib": mib(memory.peak_rss),
-        "peak_gpu_memory_mib": mib(memory.peak_gpu),
+        **memory,
+        "peak_host_rss_mib": mib(memory["peak_host_rss_bytes"]),
+        "peak_gpu_memory_mib": mib(memory["peak_gpu_memory_bytes"]),
         "is_reference": candidate.is_reference,
     }
     return row
@@ -131,10 +146,10 @@ def measure_model(
     repeats: int,
     warmup: int,
     progress: Callable[[], None] | None,
-) -> tuple[LatencyStats, PeakMemory]:
+) -> tuple[LatencyStats, dict[str, Any]]:
     """Time ``candidate`` on a decoded batch after at least the warm-up calls it needs; the
-    memory peak covers this measurement only."""
-    with PeakMemory() as memory:
+    memory figures (``row_memory``) cover this measurement only."""
+    with row_memory(candidate) as memory:
         stats = measure(
             lambda: candidate.render(images),
             batch=len(images),
@@ -193,14 +208,14 @@ def run_speed(
                     log(f"{candidate.name}: skipped at {where}: {reason}")
                     continue
                 flops = flops_at(candidate.config, height, width)
-                # One PeakMemory per row: the model row's peak must not include the codec run.
+                # Memory per row: the model row's peak must not include the codec run.
                 stats, memory = measure_model(
                     candidate, batch, repeats=repeats, warmup=warmup, progress=progress
                 )
                 rows.append(latency_row(candidate, stats, memory, (height, width), IO_MODEL, flops))
                 if with_codec:
                     # Already warm: the codec path reuses the warmed-up backend.
-                    with PeakMemory() as codec_memory:
+                    with row_memory(candidate) as codec_memory:
                         codec = measure(
                             lambda c=candidate, j=jpegs: file_to_file(c, j),
                             batch=batch_size,
@@ -275,4 +290,14 @@ def speed_report(
         "model for a shape on its second); p90/p99 by "
         "linear interpolation (numpy 'linear'); x ref = reference median / row median."
     )
+    measures = dict.fromkeys(
+        f"{row['backend']}: {row['gpu_memory_measure']}"
+        for row in rows
+        if row["peak_gpu_memory_bytes"] is not None
+    )
+    if measures:
+        report["notes"].append(
+            "peak GPU MiB is each row's own device memory, never the whole device's use: "
+            + "; ".join(measures)
+        )
     return report

@@ -8,11 +8,12 @@ them. Warm-up calls are made and discarded before any sample is taken.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -128,29 +129,23 @@ def measure(
     return LatencyStats(tuple(samples), batch)
 
 
-def gpu_memory_used_bytes() -> int | None:
-    """Device memory in use on GPU 0 (all processes), or None without a CUDA device.
+@dataclasses.dataclass
+class GpuMemory:
+    """The device memory one benchmark row holds for itself, and how it was measured.
 
-    cuda-python's ``cudaMemGetInfo`` when it is installed (it sees ONNX Runtime and TensorRT
-    allocations too), else PyTorch's view of the same counter.
+    Never the whole device's use (``cudaMemGetInfo``): that counts every other model measured
+    in the same process, PyTorch's cache and CUDA-graph pools, and other processes. Each
+    backend says what belongs to it (``Candidate.gpu_memory``); None where it reports nothing.
     """
-    try:
-        from cuda.bindings import runtime as cudart
 
-        err, free, total = cudart.cudaMemGetInfo()
-        if int(err) == 0:
-            return int(total) - int(free)
-    except ImportError:
-        pass
-    try:
-        import torch
+    peak_bytes: int | None = None
+    measure: str = "not reported"
 
-        if torch.cuda.is_available():
-            free, total = torch.cuda.mem_get_info()
-            return int(total) - int(free)
-    except ImportError:
-        pass
-    return None
+
+@contextlib.contextmanager
+def no_gpu_memory(measure: str = "not reported") -> Iterator[GpuMemory]:
+    """For a backend that holds no device memory, or reports none."""
+    yield GpuMemory(None, measure)
 
 
 def host_rss_bytes() -> int:
@@ -166,23 +161,17 @@ def host_rss_bytes() -> int:
 
 
 class PeakMemory:
-    """Context manager sampling peak host RSS (and GPU memory in use, when a GPU is there) in
-    a background thread every ``interval`` seconds while the block runs."""
+    """Context manager sampling the peak host RSS in a background thread every ``interval``
+    seconds while the block runs."""
 
-    def __init__(self, interval: float = 0.005, gpu: bool = True) -> None:
+    def __init__(self, interval: float = 0.005) -> None:
         self.interval = interval
-        self.gpu = gpu and gpu_memory_used_bytes() is not None
         self.peak_rss = 0
-        self.peak_gpu: int | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def _sample(self) -> None:
         self.peak_rss = max(self.peak_rss, host_rss_bytes())
-        if self.gpu:
-            used = gpu_memory_used_bytes()
-            if used is not None:
-                self.peak_gpu = max(self.peak_gpu or 0, used)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
@@ -199,6 +188,3 @@ class PeakMemory:
         if self._thread is not None:
             self._thread.join()
         self._sample()
-
-    def to_dict(self) -> dict[str, int | None]:
-        return {"peak_host_rss_bytes": self.peak_rss, "peak_gpu_memory_bytes": self.peak_gpu}

@@ -6,13 +6,46 @@ torch is imported inside the functions, so importing this module needs no torch.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
 from dbsi.benchmarks.models import REFERENCE_NAME, Candidate
-from dbsi.benchmarks.timing import wall_clock
+from dbsi.benchmarks.timing import GpuMemory, no_gpu_memory, wall_clock
+
+ALLOCATOR_PEAK = (
+    "PyTorch's caching-allocator peak during the row, less what was allocated before it, plus "
+    "what the model holds (weights, CUDA-graph pools)"
+)
+
+
+def allocator_peak(held_bytes: Callable[[], int]) -> Callable[[], Any]:
+    """A ``Candidate.gpu_memory`` for a PyTorch render on CUDA: the allocator's peak over the
+    block (after a reset) less what was allocated when it began (every model measured in this
+    process, and the cache), plus ``held_bytes()`` at the start: what this render keeps
+    allocated between calls (its weights, and the pools of CUDA graphs captured earlier)."""
+
+    @contextlib.contextmanager
+    def measure() -> Iterator[GpuMemory]:
+        import torch
+
+        torch.cuda.synchronize()
+        before, held = torch.cuda.memory_allocated(), held_bytes()
+        torch.cuda.reset_peak_memory_stats()
+        figure = GpuMemory(None, ALLOCATOR_PEAK)
+        yield figure
+        torch.cuda.synchronize()
+        figure.peak_bytes = torch.cuda.max_memory_allocated() - before + held
+
+    return measure
+
+
+def tensor_bytes(module: Any) -> int:
+    """Bytes of a module's parameters and buffers."""
+    tensors = [*module.parameters(), *module.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 def torch_reference(renderer: Any, source: str, device: str = "auto") -> Candidate:
@@ -44,6 +77,7 @@ def torch_reference(renderer: Any, source: str, device: str = "auto") -> Candida
             return out.cpu().numpy()
 
     name = torch.cuda.get_device_name() if device == "cuda" else "CPU"
+    weights = tensor_bytes(module)
     return Candidate(
         name=REFERENCE_NAME,
         precision="fp32",
@@ -54,6 +88,7 @@ def torch_reference(renderer: Any, source: str, device: str = "auto") -> Candida
         clock=cuda_event_clock if device == "cuda" else wall_clock,
         is_reference=True,
         render_at=render_at,
+        gpu_memory=allocator_peak(lambda: weights) if device == "cuda" else no_gpu_memory,
     )
 
 
@@ -92,6 +127,10 @@ def torch_variant(renderer: Any, source: str, name: str, device: str) -> Candida
             return module(batch)
 
     render = CudaGraphRender(forward) if graphed else None
+    weights = tensor_bytes(module)
+
+    def held_bytes() -> int:
+        return weights + (render.pool_bytes if render is not None else 0)
 
     def run(batch: np.ndarray) -> np.ndarray:
         if render is not None:
@@ -106,6 +145,7 @@ def torch_variant(renderer: Any, source: str, name: str, device: str) -> Candida
         device=torch.cuda.get_device_name() if device == "cuda" else "CPU",
         render=run,
         clock=cuda_event_clock if device == "cuda" else wall_clock,
+        gpu_memory=allocator_peak(held_bytes) if device == "cuda" else no_gpu_memory,
     )
 
 
@@ -122,6 +162,8 @@ class CudaGraphRender:
         self._forward = forward
         self._graphs: dict[tuple[int, ...], tuple[Any, Any, Any]] = {}
         self._pool = torch.cuda.graph_pool_handle()
+        #: what the captured graphs keep allocated (static inputs, outputs, the pool)
+        self.pool_bytes = 0
 
     def _capture(self, batch: np.ndarray) -> tuple[Any, Any, Any]:
         import torch
@@ -142,7 +184,9 @@ class CudaGraphRender:
         import torch
 
         if batch.shape not in self._graphs:
+            before = torch.cuda.memory_allocated()
             self._graphs[batch.shape] = self._capture(batch)
+            self.pool_bytes += torch.cuda.memory_allocated() - before
         graph, static_in, static_out = self._graphs[batch.shape]
         static_in.copy_(torch.from_numpy(np.ascontiguousarray(batch)))
         graph.replay()

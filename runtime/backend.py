@@ -118,6 +118,14 @@ class Backend(abc.ABC):
             raise ValueError(f"{self.name}: apertures must be finite, got {values}")
         return np.ascontiguousarray(values)
 
+    #: how ``device_memory_bytes`` is measured, in words, for reports
+    device_memory_measure: str = "none (runs on the CPU)"
+
+    def device_memory_bytes(self) -> int | None:
+        """GPU memory this backend holds for its model, as its runtime reports it; None where
+        the runtime reports none (or the model runs on the CPU)."""
+        return None
+
     @abc.abstractmethod
     def close(self) -> None:
         """Release the session or engine and its memory."""

@@ -236,6 +236,8 @@ class OnnxRuntimeBackend(Backend):
             )
         self._provider = next(k for k, v in PROVIDERS.items() if v == active)
         self.name = f"onnxruntime-{self._provider}"
+        if self._provider != "cpu":
+            self.device_memory_measure = "not reported by ONNX Runtime (no per-session figure)"
         self._min_side = self.metadata.min_input_side
         self._max_side = self.metadata.max_input_side
         # Chosen automatically, the TensorRT provider hands pictures outside its profile (a

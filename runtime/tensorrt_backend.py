@@ -185,6 +185,21 @@ class TensorRTBackend(Backend):
     def precision(self) -> str:
         return self.sidecar.effective_precision
 
+    device_memory_measure = (
+        "TensorRT's execution-context memory (ICudaEngine.device_memory_size_v2) plus the "
+        "I/O device buffers; the engine's weights are not included"
+    )
+
+    def device_memory_bytes(self) -> int | None:
+        if self._engine is None or self._buffers is None:
+            return None
+        # device_memory_size_v2 (TensorRT 10.1+) supersedes the deprecated device_memory_size
+        # (NvInferRuntime.h, ICudaEngine::getDeviceMemorySizeV2).
+        context = getattr(self._engine, "device_memory_size_v2", None)
+        if context is None:
+            context = self._engine.device_memory_size
+        return int(context) + sum(buffer.nbytes for buffer in self._buffers.values())
+
     @property
     def min_batch(self) -> int:
         return int(self.sidecar.profile["min"][0])

@@ -28,3 +28,4 @@ def test_torchrun_with_two_processes_trains_shards_and_writes_a_checkpoint(tmp_p
     assert payload["step"] == 2
     assert (out / "phase1" / "summary.json").exists()
     assert done.stderr.count("phase1 finished") == 1  # only rank 0 reports
+    assert "DDP: 2 process(es), backend gloo" in done.stderr

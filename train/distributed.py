@@ -28,6 +28,8 @@ class Distributed:
     launched: bool = False
     #: where collectives put their tensors: NCCL takes CUDA tensors only
     collective_device: str = "cpu"
+    #: the process group's backend ("nccl" on CUDA, "gloo" on the CPU), "" when not launched
+    backend: str = ""
 
     @property
     def main(self) -> bool:
@@ -43,9 +45,11 @@ class Distributed:
             # Before the process group: NCCL binds each rank's communicator to its device.
             torch.cuda.set_device(local_rank)
             collective_device = f"cuda:{local_rank}"
+        backend = "nccl" if device_type == "cuda" else "gloo"
         if not dist.is_initialized():
-            dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
-        return cls(dist.get_rank(), dist.get_world_size(), local_rank, True, collective_device)
+            dist.init_process_group(backend)
+        rank, world = dist.get_rank(), dist.get_world_size()
+        return cls(rank, world, local_rank, True, collective_device, backend)
 
     def all_sum(self, values: list[float]) -> list[float]:
         if not self.launched:

@@ -54,12 +54,15 @@ class RunContext:
         """Pick the device, join the DDP job when under ``torchrun``, choose the precision."""
         device = pick_device(options.device)
         dist = Distributed.from_environment(device.type)
-        if dist.world > 1 and device.type == "cuda":
+        if dist.launched and device.type == "cuda":
             device = torch.device("cuda", dist.local_rank)
             torch.cuda.set_device(device)
         amp_dtype, needs_scaler = autocast_settings(device, options.amp)
         scaler = torch.amp.GradScaler("cuda") if needs_scaler else None
-        return cls(plan, options, device, dist, amp_dtype, scaler, device.type == "cuda", log)
+        context = cls(plan, options, device, dist, amp_dtype, scaler, device.type == "cuda", log)
+        if dist.launched:
+            context.say(f"DDP: {dist.world} process(es), backend {dist.backend}")
+        return context
 
     def say(self, message: str) -> None:
         """Log on rank 0 only."""
