@@ -366,5 +366,57 @@ def scaling(models, out, repeats, warmup, cache, sizes, batches, batch_at) -> No
     click.echo(f"Plot: {png}")
 
 
+@main.command()
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("bench-reports"),
+    show_default=True,
+    help="Folder for the JSON and markdown reports.",
+)
+@click.option("--size", default="384x512", show_default=True, metavar="HxW", help="Training size.")
+@click.option("--batch", type=click.IntRange(1), default=8, show_default=True, help="Batch size.")
+@click.option(
+    "--steps", type=click.IntRange(1), default=20, show_default=True, help="Measured steps."
+)
+@click.option(
+    "--warmup-steps",
+    type=click.IntRange(1),
+    default=3,
+    show_default=True,
+    help="Steps of an earlier, unmeasured session.",
+)
+@click.option("--preset", type=click.Choice(["paper", "tiny"]), default="paper", show_default=True)
+@click.option("--width", type=float, help="Channel width multiplier (default: the preset's).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option(
+    "--amp/--no-amp", default=None, help="Autocast (default: on for CUDA, as bokeh-train)."
+)
+@click.option(
+    "--workers", type=click.IntRange(0), default=4, show_default=True, help="DataLoader workers."
+)
+@environment_errors
+def training(out, size, batch, steps, warmup_steps, preset, width, device, amp, workers) -> None:
+    """Training speed (images/s) and peak GPU memory of bokeh-train's own trainer: one phase
+    of the preset at --size on synthetic pairs, a warm-up session, then a resumed session that
+    is measured. On CUDA it trains as bokeh-train does there: bf16 autocast (fp16 with a grad
+    scaler where bf16 is missing) and channels_last."""
+    from dbsi.benchmarks.training import COLUMNS, training_report
+
+    report = training_report(
+        parse_sizes((size,), ())[0],
+        batch,
+        steps,
+        warmup_steps,
+        preset=preset,
+        width=width,
+        device=device,
+        amp=amp,
+        workers=workers,
+        log=echo,
+    )
+    finish(report, COLUMNS, out, "training")
+
+
 if __name__ == "__main__":
     main()

@@ -230,8 +230,7 @@ def commands(python: str, work: Path, built: Sequence[str]) -> dict[str, list[st
         + [str(ROOT / "tests")],
         "training": bench
         + ["training", "--size", "384x512", "--batch", "8", "--steps", "20", "--warmup-steps"]
-        + ["3", "--out", str(work / "training")]
-        + cache,
+        + ["3", "--out", str(work / "training")],
         "speed-pytorch": bench
         + ["speed", "--pytorch-only", *timing, "--out", str(work / "speed-pytorch")]
         + cache,
