@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import ctypes
 import importlib.metadata
+import importlib.util
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -47,6 +49,58 @@ def _import_onnxruntime():
             "onnxruntime-gpu and TensorRT)"
         ) from exc
     return onnxruntime
+
+
+# TensorRT's libraries that the TensorRT provider links, in dependency order (the plugin
+# library and the ONNX parser both need libnvinfer).
+TENSORRT_LIBRARIES = ("libnvinfer.so", "libnvinfer_plugin.so", "libnvonnxparser.so")
+
+
+def tensorrt_wheel_libraries() -> list[Path]:
+    """TensorRT's shared libraries as NVIDIA's pip wheels install them (the ``tensorrt_libs``
+    package of ``tensorrt-cu12``/``tensorrt-cu13``), in ``TENSORRT_LIBRARIES`` order; empty
+    when those wheels are not installed (a system TensorRT is found by the loader itself)."""
+    try:
+        spec = importlib.util.find_spec("tensorrt_libs")
+    except (ImportError, ValueError):
+        return []
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    found = []
+    for stem in TENSORRT_LIBRARIES:
+        # libnvinfer.so.10 (the soname the provider asks for), not the versioned file behind it
+        found.extend(sorted(p for p in folder.glob(f"{stem}.*") if p.name.count(".") == 2))
+    return found
+
+
+def preload_gpu_libraries(
+    ort: Any, provider: str, load: Callable[..., object] | None = None
+) -> list[str]:
+    """Load the libraries the GPU providers link before the session that needs them; returns
+    what was loaded, in order.
+
+    - CUDA and cuDNN: ``onnxruntime.preload_dlls()`` (onnxruntime-gpu 1.21+), which loads them
+      from the ``nvidia-*`` wheels or a compatible torch (ONNX Runtime's CUDA execution provider
+      page, "Preload DLLs").
+    - TensorRT from pip lives in ``site-packages/tensorrt_libs``, which is not on the loader's
+      path, so the TensorRT provider fails to load and ONNX Runtime falls back to CUDA
+      (microsoft/onnxruntime#18597, #13501). Loaded here by full path with RTLD_GLOBAL, the
+      provider's own request for ``libnvinfer.so.10`` finds the library already in the process
+      (the loader matches loaded libraries by soname).
+    """
+    loaded: list[str] = []
+    if provider not in ("cuda", "tensorrt"):
+        return loaded
+    if hasattr(ort, "preload_dlls"):
+        ort.preload_dlls()
+        loaded.append("onnxruntime.preload_dlls()")
+    if provider == "tensorrt":
+        load = load or ctypes.CDLL
+        for library in tensorrt_wheel_libraries():
+            load(str(library), mode=ctypes.RTLD_GLOBAL)
+            loaded.append(str(library))
+    return loaded
 
 
 def tensorrt_cache_root() -> Path:
@@ -198,6 +252,13 @@ class OnnxRuntimeBackend(Backend):
                         "kernels, not on TensorRT (export --int8 tensorrt for TensorRT)"
                     )
                 chosen = "cpu"
+        try:
+            # Before the TensorRT version is asked of libnvinfer and before the session.
+            preload_gpu_libraries(ort, chosen)
+        except OSError as exc:
+            raise BackendError(
+                f"{self.path}: cannot load the {chosen} provider's libraries ({exc})"
+            ) from exc
         if chosen == "tensorrt":
             self._profile = build_profile(metadata)
             tensorrt_options = tensorrt_provider_options(
