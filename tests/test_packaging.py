@@ -70,7 +70,7 @@ def requirements_of(wheel: Path, extra: str) -> dict[str, str]:
     ("extra", "cuda_python", "tensorrt", "onnxruntime_gpu"),
     [
         ("gpu", "<13,>=12.6.1", ("tensorrt-cu12", "<11,>=10.12"), "<1.27,>=1.20"),
-        ("gpu-cu13", "<14,>=13", ("tensorrt-cu13", "<11,>=10.13.2"), ">=1.27"),
+        ("gpu-cu13", "<14,>=13", ("tensorrt-cu13", "<11,>=10.13.2"), "<1.32,>=1.27"),
     ],
 )
 def test_each_gpu_extra_pins_one_cuda_major(wheel, extra, cuda_python, tensorrt, onnxruntime_gpu):
