@@ -10,7 +10,6 @@ at all, a randomly initialised full-width model stands in, and every report says
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import importlib.util
 import json
@@ -20,8 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from dbsi.benchmarks.timing import GpuMemory, no_gpu_memory, wall_clock
-from dbsi.runtime.registry import CHECKPOINT_SUFFIXES
+from dbsi.benchmarks.candidates import REFERENCE_NAME, Candidate, ModelSet
+from dbsi.benchmarks.timing import GpuMemory
+from dbsi.benchmarks.torch_renders import TORCH_VARIANTS, torch_reference, torch_variant
+from dbsi.runtime.registry import CHECKPOINT_SUFFIXES, openvino_installed
 
 # ONNX Runtime execution providers by the name dbsi.runtime's open_backend takes.
 ORT_PROVIDERS = {
@@ -29,49 +30,7 @@ ORT_PROVIDERS = {
     "CUDAExecutionProvider": "cuda",
     "TensorrtExecutionProvider": "tensorrt",
 }
-REFERENCE_NAME = "pytorch-eager-fp32"
 RANDOM_SEED = 0
-
-
-@dataclasses.dataclass
-class Candidate:
-    """One backend running one model: uint8 N x H x W x 3 BGR in, the same out."""
-
-    name: str
-    precision: str
-    config: dict[str, Any]
-    source: str
-    device: str
-    render: Callable[[np.ndarray], np.ndarray]
-    clock: Callable[[Callable[[], Any]], float] = wall_clock
-    is_reference: bool = False
-    close: Callable[[], None] = lambda: None
-    accepts: Callable[[tuple[int, ...]], str | None] = lambda shape: None
-    #: the least warm-up calls that bring it to its steady speed (``Backend.warmup_calls``)
-    warmup_calls: int = 1
-    #: (batch, float32 [N] apertures) -> bokeh; None for a graph without the aperture input
-    render_at: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
-    #: a context manager around a measurement that yields the device memory this candidate
-    #: holds for itself (``GpuMemory``), filled in when the block ends
-    gpu_memory: Callable[[], contextlib.AbstractContextManager[GpuMemory]] = no_gpu_memory
-
-
-@dataclasses.dataclass
-class ModelSet:
-    """Everything ``--model`` resolved to, plus what could not be opened and why."""
-
-    candidates: list[Candidate]
-    skipped: list[dict[str, str]]
-    random_weights: bool
-    checkpoint: Path | None
-
-    @property
-    def reference(self) -> Candidate | None:
-        return next((c for c in self.candidates if c.is_reference), None)
-
-    def close(self) -> None:
-        for candidate in self.candidates:
-            candidate.close()
 
 
 def torch_available() -> bool:
@@ -134,7 +93,7 @@ def runtimes_for(
     runs: list[tuple[str, dict[str, Any]]] = [
         ("onnxruntime", {"provider": provider}) for provider in ort_providers(gpu_present)
     ]
-    if importlib.util.find_spec("openvino") is not None:
+    if openvino_installed():
         runs.append(("openvino", {}))
         if openvino_bf16:
             runs.append(("openvino", {"openvino_precision": "bf16"}))
@@ -263,7 +222,6 @@ def resolve_models(
     skipped: list[dict[str, str]] = []
     if checkpoint is not None and with_reference:
         if torch_available():
-            from dbsi.benchmarks.torch_renders import TORCH_VARIANTS, torch_reference, torch_variant
             from dbsi.train.checkpoint import load_renderer
 
             reference = torch_reference(load_renderer(checkpoint, mode), str(checkpoint))

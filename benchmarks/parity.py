@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from dbsi.benchmarks.candidates import ModelSet
 from dbsi.benchmarks.images import real_photos
-from dbsi.benchmarks.models import ModelSet
 from dbsi.benchmarks.report import base_report
 from dbsi.benchmarks.run_report import look_at_machine, open_models, progress_bar
 from dbsi.export.parity import PARITY_THRESHOLDS, parity_failures, parity_stats

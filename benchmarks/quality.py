@@ -17,7 +17,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from dbsi.benchmarks.models import Candidate, ModelSet
+from dbsi.benchmarks.candidates import Candidate, ModelSet
 from dbsi.benchmarks.pairs import select_pairs
 from dbsi.benchmarks.report import base_report
 from dbsi.benchmarks.run_report import look_at_machine, open_models, progress_bar

@@ -12,7 +12,8 @@ from typing import Any
 from tqdm import tqdm
 
 from dbsi.benchmarks import machine as machine_info_module
-from dbsi.benchmarks.models import ModelSet, resolve_models
+from dbsi.benchmarks.candidates import ModelSet
+from dbsi.benchmarks.models import resolve_models
 
 # Fewer repeats on CPU so the default run (HD, full width, two backends) ends in minutes.
 CPU_DEFAULTS = {"repeats": 3, "warmup": 1}

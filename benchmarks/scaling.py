@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from dbsi.benchmarks.models import ModelSet
+from dbsi.benchmarks.candidates import ModelSet
 from dbsi.benchmarks.report import base_report
 from dbsi.benchmarks.run_report import (
     look_at_machine,

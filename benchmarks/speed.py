@@ -16,8 +16,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from dbsi.benchmarks.candidates import Candidate, ModelSet
 from dbsi.benchmarks.images import generated_image
-from dbsi.benchmarks.models import Candidate, ModelSet
 from dbsi.benchmarks.report import base_report
 from dbsi.benchmarks.run_report import (
     look_at_machine,
@@ -30,6 +30,9 @@ from dbsi.benchmarks.timing import LatencyStats, PeakMemory, measure, wall_clock
 from dbsi.runtime.images import decode_image
 
 DEFAULT_SIZES = ((1024, 1536), (1024, 1575))
+# --size 4k: UHD landscape. The ONNX graphs take it (sides up to 8192, dbsi.max_input_side);
+# TensorRT engines only when built with --max-shape reaching it (else the row is skipped).
+SIZE_4K = (2160, 3840)
 JPEG_QUALITY = 95
 IO_MODEL = "model"
 IO_CODEC = "decode+encode"
@@ -54,7 +57,9 @@ COLUMNS = [
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """``"1024x1536"`` -> (1024, 1536); ValueError otherwise."""
+    """``"1024x1536"`` -> (1024, 1536), ``"4k"`` -> ``SIZE_4K``; ValueError otherwise."""
+    if text.strip().lower() == "4k":
+        return SIZE_4K
     parts = text.lower().replace("*", "x").split("x")
     if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
         raise ValueError(f"size {text!r} is not HEIGHTxWIDTH (e.g. 1024x1536)")
@@ -233,6 +238,19 @@ def run_speed(
     return rows
 
 
+def auto_choices(models: ModelSet) -> list[str]:
+    """For each exported model measured, which backend ``bokeh-run --backend auto`` opens it
+    with on this machine and why (``dbsi.runtime.registry.choose_backend``)."""
+    from dbsi.runtime.registry import CHECKPOINT_SUFFIXES, choose_backend
+
+    sources = [Path(c.source) for c in models.candidates]
+    notes = []
+    for source in dict.fromkeys(s for s in sources if s.suffix.lower() not in CHECKPOINT_SUFFIXES):
+        name, why = choose_backend(source)
+        notes.append(f"bokeh-run --backend auto runs {source.name} on {name} here ({why})")
+    return notes
+
+
 def speed_report(
     models: Iterable[Path],
     cache: Path,
@@ -284,6 +302,7 @@ def speed_report(
         rows=rows,
         settings={"repeats": repeats, "warmup": warmup, "sizes": sizes, "batches": batches},
     )
+    report["notes"].extend(auto_choices(model_set))
     report["notes"].append(
         f"{repeats} measured calls after {warmup} warm-up per row (more for a backend that "
         "needs them: ONNX Runtime settles on its third call on a shape, OpenVINO compiles a "

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from dbsi.benchmarks.models import REFERENCE_NAME, Candidate
+from dbsi.benchmarks.candidates import REFERENCE_NAME, Candidate
 from dbsi.benchmarks.timing import GpuMemory, no_gpu_memory, wall_clock
 
 ALLOCATOR_PEAK = (

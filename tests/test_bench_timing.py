@@ -65,7 +65,7 @@ def test_peak_memory_sees_an_allocation_made_inside_the_block():
 def test_speed_rows_each_have_their_own_memory_peak(monkeypatch):
     """The codec run's allocations must not show up in the model row's peak."""
     from dbsi.benchmarks import speed
-    from dbsi.benchmarks.models import Candidate, ModelSet
+    from dbsi.benchmarks.candidates import Candidate, ModelSet
     from dbsi.train.config import BokehConfig
 
     codec_run = speed.file_to_file
@@ -93,7 +93,7 @@ def test_speed_rows_each_have_their_own_memory_peak(monkeypatch):
 
 def test_a_backend_that_needs_more_warm_up_gets_it_before_the_measured_calls():
     from dbsi.benchmarks import speed
-    from dbsi.benchmarks.models import Candidate
+    from dbsi.benchmarks.candidates import Candidate
     from dbsi.train.config import BokehConfig
 
     calls = []

@@ -99,7 +99,7 @@ def test_the_memory_figure_counts_the_rows_own_allocations_not_earlier_ones():
 
 @needs_cuda
 def test_speed_rows_on_cuda_report_their_own_device_memory(tmp_path):
-    from dbsi.benchmarks.models import ModelSet
+    from dbsi.benchmarks.candidates import ModelSet
     from dbsi.benchmarks.speed import run_speed
     from dbsi.benchmarks.torch_renders import torch_reference, torch_variant
 
