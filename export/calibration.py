@@ -1,10 +1,14 @@
 """Activation ranges for int8 quantization, measured on the user's photos.
 
 The fp32 graph runs on each calibration photo (resized to the network size the graph computes,
-since the graph resizes to it anyway) with the tensors to calibrate as extra outputs, one photo
-at a time: a full-width model's activations take about 7.6 GB per photo, so they cannot all
-be kept. Each photo leaves each tensor's extremes and, for ``percentile``, a 2048-bin histogram
-over its own range; at the end the histograms are merged onto one grid over the whole range:
+since the graph resizes to it anyway), one photo at a time, with each tensor to calibrate
+reduced inside the graph as soon as it is computed (``dbsi.export.calibration_graph``): its
+minimum and maximum and, for ``percentile``, an evenly strided sample of at most about
+``2 * SAMPLE`` values. A full-width model's activations take about 7.6 GB per photo; holding
+them as graph outputs, as this module did before, peaked at 18 GiB (README, INT8). Min and max
+are exact in any order, so the ranges are those of the whole tensors bit for bit. Each photo
+leaves each tensor's extremes and, for ``percentile``, a 2048-bin histogram of its sample over
+the tensor's range; at the end the histograms are merged onto one grid over the whole range:
 
 - ``minmax`` (the default, ``dbsi.export.int8``): the extremes over all photos;
 - ``percentile``: the 0.001% and 99.999% quantiles (symmetric: the 99.999% quantile of |x|),
@@ -27,6 +31,7 @@ import cv2
 import numpy as np
 import onnx
 
+from dbsi.export.calibration_graph import calibration_session
 from dbsi.runtime.contract import graph_inputs
 from dbsi.runtime.images import IMAGE_EXTENSIONS, ImageError, read_image
 from dbsi.runtime.provenance import file_sha256
@@ -111,23 +116,23 @@ def network_input(image: np.ndarray, config: BokehConfig) -> np.ndarray:
     return np.ascontiguousarray(resized[None])
 
 
-class _Statistics:
+class TensorStatistics:
     """One tensor's extremes over every photo, and for ``percentile`` its per-photo
-    histograms (of an evenly strided sample of at most ``SAMPLE`` values: the full tensors of a
-    full-width model hold about 2e9 values per photo), merged on demand onto one grid."""
+    histograms (of an evenly strided sample of at most about ``2 * SAMPLE`` values: the full
+    tensors of a full-width model hold about 2e9 values per photo), merged on demand onto one
+    grid."""
 
     def __init__(self, symmetric: bool, histograms: bool) -> None:
         self.symmetric, self.histograms = symmetric, histograms
         self.low, self.high = np.inf, -np.inf
         self.parts: list[tuple[np.ndarray, float, float]] = []
 
-    def add(self, values: np.ndarray) -> None:
-        low, high = float(values.min()), float(values.max())
+    def add(self, low: float, high: float, sample: np.ndarray | None) -> None:
+        """One photo's extremes of the tensor and, for histograms, its strided sample
+        (``strided_sample``)."""
         self.low, self.high = min(self.low, low), max(self.high, high)
         if not self.histograms:
             return
-        flat = values.reshape(-1)
-        sample = flat[:: max(1, flat.size // SAMPLE)]
         if self.symmetric:
             sample, low, high = np.abs(sample), 0.0, max(abs(low), abs(high))
         high = max(high, low + 1e-12)
@@ -174,6 +179,13 @@ def tensors_to_calibrate(model: onnx.ModelProto, nodes: Sequence[str]) -> list[s
     return names
 
 
+def strided_sample(values: np.ndarray) -> np.ndarray:
+    """Every ``max(1, size // SAMPLE)``-th value of ``values`` flattened, from the first: what
+    the calibration graph's sample output holds (``dbsi.export.calibration_graph``)."""
+    flat = values.reshape(-1)
+    return flat[:: max(1, flat.size // SAMPLE)]
+
+
 def activation_ranges(
     model: onnx.ModelProto,
     tensors: Sequence[str],
@@ -185,28 +197,19 @@ def activation_ranges(
 ) -> dict[str, tuple[float, float]]:
     """(low, high) for each of ``tensors`` over the calibration photos (see the module
     docstring); ``symmetric`` ranges are (-t, t), others always include 0."""
-    import onnxruntime as ort
-
     if method not in METHODS:
         raise ValueError(f"calibration method {method!r} is not one of {', '.join(METHODS)}")
-    augmented = onnx.ModelProto()
-    augmented.CopyFrom(model)
-    inferred = onnx.shape_inference.infer_shapes(augmented)
-    infos = {info.name: info for info in inferred.graph.value_info}
-    existing = {output.name for output in augmented.graph.output}
-    augmented.graph.output.extend(infos[name] for name in tensors if name not in existing)
-    session = ort.InferenceSession(
-        augmented.SerializeToString(), providers=["CPUExecutionProvider"]
-    )
+    histograms = method == "percentile"
+    session, outputs = calibration_session(model, tensors, SAMPLE if histograms else None)
     config = BokehConfig.from_dict(_config_of(model))
     names = [i.name for i in session.get_inputs()]
-    statistics = {name: _Statistics(symmetric, method == "percentile") for name in tensors}
+    fetches = [name for per_tensor in outputs for name in per_tensor]
+    statistics = {name: TensorStatistics(symmetric, histograms) for name in tensors}
     for batch in photos.network_inputs(config):
-        feed = graph_inputs(names, batch)
-        values = session.run(list(tensors), feed)
-        for name, value in zip(tensors, values):
-            statistics[name].add(value)
-        del values
+        values = iter(session.run(fetches, graph_inputs(names, batch)))
+        for name in tensors:
+            low, high = float(next(values)), float(next(values))
+            statistics[name].add(low, high, next(values) if histograms else None)
         progress()
     return {name: statistics[name].range(method) for name in tensors}
 

@@ -10,15 +10,25 @@ import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, numpy_helper
 
-from dbsi.export.calibration import read_calibration_set
+from dbsi.export import calibration as calibration_module
+from dbsi.export.calibration import (
+    TensorStatistics,
+    activation_ranges,
+    read_calibration_set,
+    strided_sample,
+    tensors_to_calibrate,
+)
+from dbsi.export.calibration_graph import reduction_graph, reduction_order
 from dbsi.export.checks import check_photos, photo_cases
 from dbsi.export.cli import main
 from dbsi.export.int8 import convolutions_to_quantize, predictor_convolutions
-from dbsi.export.metadata import read_metadata
+from dbsi.export.metadata import model_metadata, read_metadata
 from dbsi.export.parity import parity_failures, parity_stats
 from dbsi.export.tensorrt_rules import tensor_types, tensorrt_problems
+from dbsi.runtime.contract import graph_inputs
 from dbsi.runtime.errors import BackendError
 from dbsi.runtime.registry import open_backend
+from dbsi.train.config import BokehConfig
 from tests.conftest import real_photo
 from tests.export_helpers import make_checkpoint
 
@@ -267,3 +277,79 @@ def test_an_int8_cpu_graph_where_tensorrt_is_present_runs_on_the_cpu_kernels(exp
         assert backend.name == "onnxruntime-cpu"
     with pytest.raises(BackendError, match="int8-cpu graph runs on ONNX Runtime's CPU kernels"):
         open_backend(path, provider="tensorrt")
+
+
+@pytest.fixture(scope="module")
+def fp32_graph(checkpoint) -> onnx.ModelProto:
+    from dbsi.export.onnx_graph import checkpoint_onnx
+    from dbsi.train.checkpoint import load_renderer
+
+    return checkpoint_onnx(load_renderer(checkpoint), "0" * 64)
+
+
+def whole_tensor_ranges(model, tensors, photos, method, symmetric):
+    """The ranges from every calibrated tensor whole, as graph outputs, reduced in numpy."""
+    import onnxruntime
+
+    augmented = onnx.ModelProto()
+    augmented.CopyFrom(model)
+    infos = {i.name: i for i in onnx.shape_inference.infer_shapes(augmented).graph.value_info}
+    augmented.graph.output.extend(infos[name] for name in tensors)
+    session = onnxruntime.InferenceSession(
+        augmented.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    inputs = [i.name for i in session.get_inputs()]
+    config = BokehConfig.from_dict(model_metadata(model, "the fp32 graph").config)
+    statistics = {name: TensorStatistics(symmetric, method == "percentile") for name in tensors}
+    for batch in photos.network_inputs(config):
+        for name, value in zip(tensors, session.run(tensors, graph_inputs(inputs, batch))):
+            statistics[name].add(float(value.min()), float(value.max()), strided_sample(value))
+    return {name: statistics[name].range(method) for name in tensors}
+
+
+@pytest.mark.parametrize("symmetric", [False, True], ids=["cpu", "tensorrt"])
+@pytest.mark.parametrize("method", ["minmax", "percentile"])
+def test_ranges_reduced_inside_the_graph_equal_those_of_the_whole_tensors(
+    fp32_graph, calibration, monkeypatch, method, symmetric
+):
+    # A small sample so that the tiny model's tensors are strided too (step > 1).
+    monkeypatch.setattr(calibration_module, "SAMPLE", 1000)
+    photos = read_calibration_set(calibration, 3)
+    tensors = tensors_to_calibrate(fp32_graph, convolutions_to_quantize(fp32_graph))
+    got = activation_ranges(fp32_graph, tensors, photos, method=method, symmetric=symmetric)
+    want = whole_tensor_ranges(fp32_graph, tensors, photos, method, symmetric)
+    assert list(got) == tensors
+    assert got == want
+
+
+def test_the_calibration_graph_outputs_only_the_reductions(fp32_graph):
+    tensors = tensors_to_calibrate(fp32_graph, convolutions_to_quantize(fp32_graph))
+    reduced, outputs = reduction_graph(fp32_graph, tensors, None)
+    assert [o.name for o in reduced.graph.output] == [n for pair in outputs for n in pair]
+    # The blend after the predictor is not computed: no node of the graph's own outputs.
+    produced = {name for node in reduced.graph.node for name in node.output}
+    assert not produced.intersection(o.name for o in fp32_graph.graph.output)
+
+
+def test_each_tensor_is_reduced_before_the_nodes_only_later_tensors_need():
+    from onnx import helper
+
+    relus = [helper.make_node("Relu", [f"t{i - 1}" if i else "x"], [f"t{i}"]) for i in range(3)]
+    # Reductions last, as ONNX Runtime's optimizer appends the nodes it adds.
+    reductions = [
+        helper.make_node(op, [f"t{i}"], [f"{op}{i}"], keepdims=0)
+        for i in range(3)
+        for op in ("ReduceMin", "ReduceMax")
+    ]
+    outputs = [(f"ReduceMin{i}", f"ReduceMax{i}") for i in range(3)]
+    graph = helper.make_graph(
+        relus + reductions,
+        "chain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, []) for p in outputs for n in p],
+    )
+    model = helper.make_model(graph)
+    reduction_order(model, outputs)
+    assert [node.output[0] for node in model.graph.node] == [
+        name for i in range(3) for name in (f"t{i}", f"ReduceMin{i}", f"ReduceMax{i}")
+    ]
