@@ -129,7 +129,8 @@ def main() -> None:
     "sizes",
     multiple=True,
     metavar="HxW",
-    help="Image size, repeatable. Default: HD 1024x1536 and the paper's 1024x1575.",
+    help="Image size HxW, repeatable; 4k for 2160x3840. Default: HD 1024x1536 and the paper's "
+    "1024x1575.",
 )
 @click.option(
     "--batch",
