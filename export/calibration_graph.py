@@ -14,8 +14,8 @@ So ``calibration_session`` lets ONNX Runtime optimize the graph at its default l
 save the result, orders the saved nodes by the first calibrated tensor that needs each
 (``reduction_order``), and runs that graph as it is (optimizations off, priority order, which
 follows the node order): the same kernels on the same values, each activation freed once its
-consumers have run. Measured on the full-width model: 1.85 GiB peak for one photo (README,
-INT8).
+consumers have run. Measured on the full-width model: 1.8 GiB peak for 8 photos of 5 shapes,
+against 18 GiB with every activation an output (README, INT8).
 """
 
 from __future__ import annotations
@@ -161,6 +161,9 @@ def calibration_session(
     running = ort.SessionOptions()
     running.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     running.execution_order = ort.ExecutionOrder.PRIORITY_BASED
+    # A memory pattern is planned and kept per input shape, one more block for each aspect
+    # ratio among the photos: 3.4 GiB peak for 8 photos of 5 shapes with, 1.8 GiB without.
+    running.enable_mem_pattern = False
     session = ort.InferenceSession(
         optimized.SerializeToString(), running, providers=["CPUExecutionProvider"]
     )
