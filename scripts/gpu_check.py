@@ -188,21 +188,19 @@ STEPS = (
         needs=("tensorrt", "cuda-bindings"),
         after=("export-fp16",),
     ),
-    Step(
-        "speed-engines",
-        "TensorRT engines against PyTorch at 1024x1536",
-        30,
-        needs=("tensorrt", "cuda-bindings"),
-        after_any=("engine-fp32", "engine-fp16"),
-        report="speed.json",
-    ),
-    Step(
-        "parity-engines",
-        "TensorRT engines against PyTorch on real photos",
-        20,
-        needs=("tensorrt", "cuda-bindings"),
-        after_any=("engine-fp32", "engine-fp16"),
-        report="parity.json",
+    *(
+        Step(
+            key,
+            title,
+            limit,
+            needs=("tensorrt", "cuda-bindings"),
+            after_any=("engine-fp32", "engine-fp16"),
+            report=report,
+        )
+        for key, title, limit, report in (
+            ("speed-engines", "TensorRT engines against PyTorch at 1024x1536", 30, "speed.json"),
+            ("parity-engines", "TensorRT engines against PyTorch on photos", 20, "parity.json"),
+        )
     ),
     Step(
         "onnxruntime-gpu",
@@ -242,14 +240,13 @@ def commands(python: str, work: Path, built: Sequence[str]) -> dict[str, list[st
         + ["onnx", checkpoint, "-o", str(work / "model.onnx"), "--skip-checks"],
         "export-fp16": export
         + ["onnx", checkpoint, "-o", str(work / "model-fp16.onnx"), "--fp16", "--skip-checks"],
-        "engine-fp32": export
-        + ["engine", str(work / "model.onnx"), "-o", str(work / "model-fp32.engine")]
-        + ENGINE_SHAPES
-        + ["--timing-cache", str(work / "timing.cache")],
-        "engine-fp16": export
-        + ["engine", str(work / "model-fp16.onnx"), "-o", str(work / "model-fp16.engine")]
-        + ENGINE_SHAPES
-        + ["--timing-cache", str(work / "timing.cache")],
+        **{
+            f"engine-{precision}": export
+            + ["engine", str(work / onnx), "-o", str(work / f"model-{precision}.engine")]
+            + ENGINE_SHAPES
+            + ["--timing-cache", str(work / "timing.cache")]
+            for precision, onnx in (("fp32", "model.onnx"), ("fp16", "model-fp16.onnx"))
+        },
         "speed-engines": bench
         + ["speed", "--model", checkpoint, *engines, *timing, "--out", str(work / "speed-engines")]
         + cache,

@@ -8,6 +8,7 @@ import onnx
 import torch
 from onnx import TensorProto, helper
 
+from dbsi.runtime.contract import GraphMetadata
 from dbsi.train.checkpoint import save_checkpoint
 from dbsi.train.config import BokehConfig
 from dbsi.train.render import BokehRenderer
@@ -32,6 +33,29 @@ def make_renderer(width: float, seed: int = 0, megadepth_backbone: bool = False)
 def make_checkpoint(path: Path, width: float, seed: int = 0, **kwargs) -> Path:
     save_checkpoint(path, make_renderer(width, seed, **kwargs), phase=1)
     return path
+
+
+def tiny_graph_metadata(**changes) -> GraphMetadata:
+    """The metadata bokeh-export writes for a tiny paper-mode graph (kernels 5/11/21, network
+    long side 64) with the weights output; ``changes`` replace fields."""
+    config = {
+        "kernel_sizes": [5, 11, 21],
+        "net_long_side": 64,
+        "mode": "paper",
+        "width": 0.125,
+        "config_version": 1,
+    }
+    fields = {
+        "config": config,
+        "min_input_side": 11,
+        "max_input_side": 8192,
+        "outputs": ["bokeh", "weights"],
+        "precision": "fp32",
+        "checkpoint_sha256": "0" * 64,
+        "toolkit_version": "test",
+        **changes,
+    }
+    return GraphMetadata(**fields)
 
 
 def foreign_onnx(path: Path) -> Path:

@@ -6,16 +6,16 @@ Each test skips with "no CUDA device" where cuda-bindings sees none."""
 
 from __future__ import annotations
 
+import functools
 import sys
-import types
 
 import numpy as np
 import pytest
 
-from dbsi.runtime.contract import GraphMetadata
 from dbsi.runtime.cuda_device import CudaError, cuda_call, local_gpu
+from tests.export_helpers import tiny_graph_metadata
 from tests.needs import needs_cuda_bindings
-from tests.test_tensorrt_on_cpu import fake_engine
+from tests.test_tensorrt_on_cpu import FakeEngine, fake_engine, fake_tensorrt
 
 
 @pytest.fixture
@@ -103,46 +103,16 @@ class CopyingContext:
         return copy[0] == zero[0] == self.cudart.cudaError_t.cudaSuccess
 
 
-def copying_tensorrt(cudart) -> types.SimpleNamespace:
-    """The ``tensorrt`` module as the backend uses it, with a copying engine."""
+class CopyingEngine(FakeEngine):
+    """The fake engine of the CPU tests, executed for real: its context copies on the GPU."""
 
-    class Engine:
-        names = ("image", "aperture", "bokeh", "weights")
-        num_io_tensors = 4
-        device_memory_size_v2 = 1 << 20
+    device_memory_size_v2 = 1 << 20
 
-        def get_tensor_name(self, index):
-            return self.names[index]
+    def __init__(self, cudart) -> None:
+        self.cudart = cudart
 
-        def get_tensor_mode(self, name):
-            return "INPUT" if name in ("image", "aperture") else "OUTPUT"
-
-        def get_tensor_dtype(self, name):
-            return np.float32 if name in ("aperture", "weights") else np.uint8
-
-        def create_execution_context(self):
-            return CopyingContext(cudart)
-
-    class Runtime:
-        def __init__(self, logger):
-            self.engine_host_code_allowed = False
-
-        def deserialize_cuda_engine(self, data):
-            return Engine()
-
-    class Logger:
-        WARNING = 2
-
-        def __init__(self, level):
-            self.level = level
-
-    return types.SimpleNamespace(
-        __version__="10.14.1",
-        Logger=Logger,
-        Runtime=Runtime,
-        TensorIOMode=types.SimpleNamespace(INPUT="INPUT"),
-        nptype=lambda dtype: dtype,
-    )
+    def create_execution_context(self):
+        return CopyingContext(self.cudart)
 
 
 @needs_cuda_bindings
@@ -151,24 +121,12 @@ def test_the_native_backend_moves_each_batch_through_the_gpu_and_back(
 ):
     from dbsi.runtime.tensorrt_backend import TensorRTBackend
 
-    monkeypatch.setitem(sys.modules, "tensorrt", copying_tensorrt(cudart))
+    copying = functools.partial(CopyingEngine, cudart)
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt("10.14.1", [], copying))
     gpu_name, capability = local_gpu(cudart)
-    metadata = GraphMetadata(
-        config={
-            "kernel_sizes": [5, 11, 21],
-            "net_long_side": 64,
-            "mode": "paper",
-            "width": 0.125,
-            "config_version": 1,
-        },
-        min_input_side=11,
-        max_input_side=8192,
-        outputs=["bokeh", "weights"],
-        precision="fp32",
-        checkpoint_sha256="0" * 64,
-        toolkit_version="test",
+    engine = fake_engine(
+        tmp_path, tiny_graph_metadata(), gpu_name=gpu_name, compute_capability=capability
     )
-    engine = fake_engine(tmp_path, metadata, gpu_name=gpu_name, compute_capability=capability)
     rng = np.random.default_rng(1)
     with TensorRTBackend(engine) as backend:
         for shape in ((1, 64, 96, 3), (3, 120, 80, 3), (2, 64, 96, 3)):

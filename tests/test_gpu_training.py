@@ -4,33 +4,15 @@ in a one-process torchrun job (the code path of a multi-GPU job). Each test skip
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
-import pytest
 import torch
 
 from dbsi.train.checkpoint import read_checkpoint
-from dbsi.train.phases import TINY, with_overrides
 from dbsi.train.run_context import RunOptions
-from dbsi.train.synthetic import SceneSpec, write_dataset
 from dbsi.train.trainer import Trainer
 from tests.needs import needs_cuda
-
-# One phase of 2 epochs, 5 steps each (18 training pairs, batch 4).
-PLAN = with_overrides(TINY, sizes="64x96", epochs="2", batch_size="4")
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic")
-    write_dataset(root, 20, seed=1, spec=SceneSpec(height=96, width=128))
-    return root
-
-
-def train(data, out, **options):
-    options = RunOptions(data, out, device="cuda", workers=0, progress=False, **options)
-    return Trainer(PLAN, options, log=lambda _: None)
+from tests.test_train_ddp import torchrun_phase1
+from tests.test_train_loop import PLAN, train
+from tests.test_train_loop import data as data  # noqa: F401 - the same synthetic pairs
 
 
 def weights(out) -> dict[str, torch.Tensor]:
@@ -43,7 +25,10 @@ def largest_difference(a: dict, b: dict) -> float:
 
 @needs_cuda
 def test_training_on_cuda_runs_in_bf16_autocast_with_channels_last(data, tmp_path):
-    trainer = train(data, tmp_path / "run", max_steps=3)
+    options = RunOptions(
+        data, tmp_path / "run", device="cuda", workers=0, progress=False, max_steps=3
+    )
+    trainer = Trainer(PLAN, options, log=lambda _: None)
     assert trainer.context.amp_dtype == torch.bfloat16 and trainer.context.scaler is None
     assert trainer.context.channels_last
     result = trainer.run(["phase1"])[0]
@@ -61,11 +46,11 @@ def test_resuming_on_cuda_stays_within_cudas_own_run_to_run_spread(data, tmp_pat
     the bound is ten times that measured spread, plus 1e-5 for a spread of zero. A restore bug
     (lost optimiser state, a repeated or skipped batch) moves weights by the learning rate,
     1e-3, far beyond it."""
-    train(data, tmp_path / "a").run(["phase1"])
-    train(data, tmp_path / "b").run(["phase1"])
-    first = train(data, tmp_path / "split", max_steps=7).run(["phase1"])[0]
+    train(PLAN, data, tmp_path / "a", device="cuda")
+    train(PLAN, data, tmp_path / "b", device="cuda")
+    first = train(PLAN, data, tmp_path / "split", device="cuda", max_steps=7)[0]
     assert first.status == "stopped"
-    train(data, tmp_path / "split", resume=True).run(["phase1"])
+    train(PLAN, data, tmp_path / "split", device="cuda", resume=True)
     spread = largest_difference(weights(tmp_path / "a"), weights(tmp_path / "b"))
     gap = largest_difference(weights(tmp_path / "a"), weights(tmp_path / "split"))
     assert gap <= 10 * spread + 1e-5, (gap, spread)
@@ -73,14 +58,8 @@ def test_resuming_on_cuda_stays_within_cudas_own_run_to_run_spread(data, tmp_pat
 
 @needs_cuda
 def test_a_one_process_torchrun_job_trains_under_ddp_with_nccl(data, tmp_path):
-    out = tmp_path / "ddp"
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1",
-        "-m", "dbsi.train.cli", "run", "phase1", "--preset", "tiny", "--data", str(data),
-        "--out", str(out), "--sizes", "64x96", "--epochs", "1", "--batch-size", "4",
-        "--workers", "0", "--device", "cuda", "--no-progress",
-    ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    done = torchrun_phase1(data, tmp_path / "ddp", 1, "cuda")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert read_checkpoint(out / "phase1" / "best.pt")["step"] == 5  # 18 pairs, batch 4
     assert "DDP: 1 process(es), backend nccl" in done.stderr
+    # 18 training pairs (20 less a seeded 10%), batch 4: 5 steps in the epoch.
+    assert read_checkpoint(tmp_path / "ddp" / "phase1" / "best.pt")["step"] == 5

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from dbsi.runtime import onnxruntime_backend
-from dbsi.runtime.contract import GraphMetadata
 from dbsi.runtime.onnxruntime_backend import (
     OnnxRuntimeBackend,
     preload_gpu_libraries,
     tensorrt_wheel_libraries,
 )
+from tests.export_helpers import tiny_graph_metadata
 
 PROVIDERS = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
 
@@ -44,7 +44,7 @@ def tensorrt_wheel(tmp_path, monkeypatch) -> Path:
 class FakeOrt:
     """``onnxruntime`` as the backend calls it; every call lands in ``events``."""
 
-    def __init__(self, events: list[str], metadata: GraphMetadata) -> None:
+    def __init__(self, events: list[str], metadata) -> None:
         self.events, self.metadata = events, metadata
         self.__version__ = "1.24.1"
 
@@ -116,21 +116,7 @@ def test_the_libraries_are_loaded_before_the_gpu_session_is_created(
     tensorrt_wheel, tmp_path, monkeypatch
 ):
     events: list[str] = []
-    metadata = GraphMetadata(
-        config={
-            "kernel_sizes": [5, 11, 21],
-            "net_long_side": 64,
-            "mode": "paper",
-            "width": 0.125,
-            "config_version": 1,
-        },
-        min_input_side=11,
-        max_input_side=8192,
-        outputs=["bokeh"],
-        precision="fp32",
-        checkpoint_sha256="0" * 64,
-        toolkit_version="test",
-    )
+    metadata = tiny_graph_metadata(outputs=["bokeh"])
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     fake = FakeOrt(events, metadata)
     monkeypatch.setattr(onnxruntime_backend, "_import_onnxruntime", lambda: fake)

@@ -17,6 +17,7 @@ import json
 import re
 import sys
 import types
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -32,28 +33,14 @@ from dbsi.runtime.cuda_device import CudaError
 from dbsi.runtime.errors import BackendError
 from dbsi.runtime.registry import open_backend
 from dbsi.runtime.tensorrt_backend import _PinnedBuffer, tensorrt_version_problem
+from tests.export_helpers import tiny_graph_metadata
 
 GPU = ("NVIDIA H100 80GB HBM3", "9.0")
 
 
 @pytest.fixture
 def metadata() -> GraphMetadata:
-    config = {
-        "kernel_sizes": [5, 11, 21],
-        "net_long_side": 64,
-        "mode": "paper",
-        "width": 0.125,
-        "config_version": 1,
-    }
-    return GraphMetadata(
-        config=config,
-        min_input_side=11,
-        max_input_side=8192,
-        outputs=["bokeh", "weights"],
-        precision="fp32",
-        checkpoint_sha256="0" * 64,
-        toolkit_version="test",
-    )
+    return tiny_graph_metadata()
 
 
 def fake_engine(tmp_path: Path, metadata: GraphMetadata, **sidecar_changes: object) -> Path:
@@ -157,9 +144,11 @@ class FakeEngine:
         return object()
 
 
-def fake_tensorrt(version: str, deserialized: list[bytes]) -> types.SimpleNamespace:
+def fake_tensorrt(
+    version: str, deserialized: list[bytes], engine: Callable[[], object] = FakeEngine
+) -> types.SimpleNamespace:
     """The ``tensorrt`` module as the backend uses it; records what it is asked to
-    deserialize."""
+    deserialize, which ``engine()`` stands for."""
 
     class Runtime:
         def __init__(self, logger):
@@ -167,7 +156,7 @@ def fake_tensorrt(version: str, deserialized: list[bytes]) -> types.SimpleNamesp
 
         def deserialize_cuda_engine(self, data):
             deserialized.append(data)
-            return FakeEngine()
+            return engine()
 
     class Logger:
         WARNING = 2
