@@ -47,6 +47,15 @@ def timing_options(fn: Callable) -> Callable:
     )
 
 
+OUT_OPTION = click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("bench-reports"),
+    show_default=True,
+    help="Folder for the JSON and markdown reports (and the scaling PNG).",
+)
+
+
 def common_options(fn: Callable) -> Callable:
     """--model, --out, --cache on every command."""
     options = [
@@ -59,13 +68,7 @@ def common_options(fn: Callable) -> Callable:
             ".onnx is given), ONNX (every ONNX Runtime provider here) or TensorRT .engine. "
             "Repeatable. None: a randomly initialised full-width model.",
         ),
-        click.option(
-            "--out",
-            type=click.Path(file_okay=False, path_type=Path),
-            default=Path("bench-reports"),
-            show_default=True,
-            help="Folder for the JSON and markdown reports (and the scaling PNG).",
-        ),
+        OUT_OPTION,
         click.option(
             "--cache",
             type=click.Path(file_okay=False, path_type=Path),
@@ -368,13 +371,7 @@ def scaling(models, out, repeats, warmup, cache, sizes, batches, batch_at) -> No
 
 
 @main.command()
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("bench-reports"),
-    show_default=True,
-    help="Folder for the JSON and markdown reports.",
-)
+@OUT_OPTION
 @click.option("--size", default="384x512", show_default=True, metavar="HxW", help="Training size.")
 @click.option("--batch", type=click.IntRange(1), default=8, show_default=True, help="Batch size.")
 @click.option(
