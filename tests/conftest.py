@@ -29,16 +29,3 @@ def megadepth_fixture() -> Path:
 @pytest.fixture(scope="session")
 def megadepth_probe() -> dict[str, np.ndarray]:
     return dict(np.load(DATA / "probe.npz"))
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Run the torch training tests first, every other test in its usual order after them.
-
-    Why: twice in full runs on the 2-core CI machine, the pytest process died of a segmentation
-    fault inside a torch training test (a different one each time, neither reproducible alone)
-    that ran after OpenVINO and ONNX Runtime had compiled models in the same process; a bf16
-    OpenVINO compile made the same kind of crash reproducible, which is why that test runs in a
-    subprocess. Training before any of those runtimes load keeps the suite's result about the
-    code under test. The root cause is not found (docs/DESIGN.md section 6).
-    """
-    items.sort(key=lambda item: not item.nodeid.startswith("tests/test_train_"))

@@ -45,8 +45,8 @@ def test_openvino_computes_in_f32_unless_bf16_is_asked_for(tiny_model):
     with open_backend(tiny_model.path, "openvino") as backend:
         assert backend.name == "openvino" and backend.precision == "fp32"
         assert backend._compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32
-    # In a process of its own: on this suite's AMD CPU a bf16-compiled OpenVINO model left the
-    # process to crash later in torch's training code (OpenVINO and torch each carry oneDNN).
+    # In a process of its own: on this suite's AMD CPU a bf16-compiled OpenVINO model was seen
+    # to precede crashes in torch's training code (docs/DESIGN.md section 6).
     script = (
         "import sys; from dbsi.runtime.registry import open_backend\n"
         "with open_backend(sys.argv[1], 'openvino', openvino_precision='bf16') as b:\n"

@@ -8,7 +8,10 @@ generator, so they are part of the resumable state.
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
+import sys
 from collections.abc import Iterator
+from multiprocessing.context import BaseContext
 from pathlib import Path
 
 import cv2
@@ -18,6 +21,30 @@ from torch.utils.data import Dataset, Sampler
 
 from dbsi.runtime.images import ImageError, read_image
 from dbsi.train.pairs import Pair
+
+# Runtimes whose thread pools (OpenVINO's TBB arena, ONNX Runtime's intra-op pool) a forked
+# process inherits as bookkeeping without the threads (docs/DESIGN.md section 6).
+THREAD_POOL_RUNTIMES = ("openvino", "onnxruntime")
+
+
+def worker_context() -> BaseContext | None:
+    """How DataLoader workers start: from a forkserver once OpenVINO or ONNX Runtime is loaded in
+    this process, by the platform default (fork on Linux) otherwise.
+
+    Why: a forked worker is a copy of this process holding those runtimes' objects, and when
+    its garbage collector frees one (a session or compiled model left in a reference cycle),
+    the destructor waits for threads that do not exist in the copy: ONNX Runtime's pool joins
+    them (SIGSEGV in pthread_join), OpenVINO's executor waits on TBB for ever. The forkserver
+    is a fresh interpreter holding none of their objects. Training alone keeps fork: its
+    workers start faster, and what they compute does not depend on how they started.
+    """
+    if not any(name in sys.modules for name in THREAD_POOL_RUNTIMES):
+        return None
+    context = multiprocessing.get_context("forkserver")
+    # Workers then fork from a server that has torch and this module imported already,
+    # instead of each importing them again every epoch.
+    context.set_forkserver_preload([__name__])
+    return context
 
 
 def decode_rgb(path: Path) -> tuple[np.ndarray | None, str]:

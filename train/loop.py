@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from dbsi.runtime.atomic import atomic_write_text
 from dbsi.train.checkpoint import read_checkpoint, save_checkpoint
-from dbsi.train.data import EpochSampler, PairDataset, collate_pairs, random_flips
+from dbsi.train.data import EpochSampler, PairDataset, collate_pairs, random_flips, worker_context
 from dbsi.train.losses import LOSSES
 from dbsi.train.pairs import Pair
 from dbsi.train.phases import Phase, json_ready, learning_rate
@@ -86,6 +86,7 @@ class PhaseRun:
             "collate_fn": collate_pairs,
             "pin_memory": self.device.type == "cuda",
             "persistent_workers": False,
+            "multiprocessing_context": worker_context() if workers else None,
         }
         self.train_loader = DataLoader(
             PairDataset(train, (phase.height, phase.width)),
