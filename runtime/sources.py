@@ -18,13 +18,15 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path, PurePath
 
 from dbsi.runtime.images import IMAGE_EXTENSIONS
+from dbsi.runtime.video import VIDEO_EXTENSIONS, is_video_name
 
 GLOB_CHARS = re.compile(r"[*?\[]")
 
 
 @dataclasses.dataclass(frozen=True)
 class Source:
-    """One input image: where it is, and its path relative to the root it was found under."""
+    """One input picture or video: where it is, and its path relative to the root it was found
+    under."""
 
     path: Path
     relative: PurePath
@@ -42,9 +44,14 @@ def is_image_name(path: str | PurePath) -> bool:
     return PurePath(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
+def is_input_name(path: str | PurePath) -> bool:
+    """A name ``bokeh-run`` renders: a picture's or a video's."""
+    return is_image_name(path) or is_video_name(path)
+
+
 def _walk(root: Path, exclude: Path | None) -> Iterator[Path]:
-    """Image files below ``root``, skipping ``exclude`` (the output folder) and hidden files
-    (an interrupted write's temporary ``.name.xxx.partial.jpg`` among them)."""
+    """Picture and video files below ``root``, skipping ``exclude`` (the output folder) and
+    hidden files (an interrupted write's temporary ``.name.xxx.partial.jpg`` among them)."""
     for folder, dirs, files in os.walk(root, followlinks=True):
         folder_path = Path(folder)
         dirs[:] = sorted(
@@ -53,7 +60,7 @@ def _walk(root: Path, exclude: Path | None) -> Iterator[Path]:
             if not d.startswith(".") and (exclude is None or (folder_path / d).resolve() != exclude)
         )
         for name in sorted(files):
-            if not name.startswith(".") and is_image_name(name):
+            if not name.startswith(".") and is_input_name(name):
                 yield folder_path / name
 
 
@@ -103,27 +110,26 @@ def _expand(
         for p in found:
             if p.is_dir():
                 sources += [Source(f, f.relative_to(root)) for f in _walk(p, exclude)]
-            elif is_image_name(p) and not p.name.startswith("."):
+            elif is_input_name(p) and not p.name.startswith("."):
                 sources.append(Source(p, p.relative_to(root)))
         if not sources:
-            return [], [Problem(spec, "the pattern matches no image")]
+            return [], [Problem(spec, "the pattern matches no image or video")]
         return sources, []
     if path.is_dir():
         return [Source(f, f.relative_to(path)) for f in _walk(path, exclude)], []
     if not path.exists() and not path.is_symlink():
         return [], [Problem(str(path), "no such file or folder")]
-    if not is_image_name(path):
-        return [], [
-            Problem(str(path), f"not an image name (expected {', '.join(IMAGE_EXTENSIONS)})")
-        ]
+    if not is_input_name(path):
+        expected = ", ".join((*IMAGE_EXTENSIONS, *VIDEO_EXTENSIONS))
+        return [], [Problem(str(path), f"not an image or video name (expected {expected})")]
     return [Source(path, _file_relative(spec, listed))], []
 
 
 def collect_sources(
     inputs: Sequence[str], list_files: Iterable[str | Path] = (), out_dir: str | Path | None = None
 ) -> tuple[list[Source], list[Problem]]:
-    """Every input image, once, in a stable order; problems (missing paths, empty patterns,
-    unreadable lists) are returned, not raised. ``@FILE`` in ``inputs`` is a list file."""
+    """Every input picture and video, once, in a stable order; problems (missing paths, empty
+    patterns, unreadable lists) are returned, not raised. ``@FILE`` in ``inputs`` is a list file."""
     exclude = Path(out_dir).resolve() if out_dir is not None else None
     specs: list[tuple[str, Path, bool]] = []
     problems: list[Problem] = []

@@ -1,5 +1,5 @@
 """Where the optional packages are missing (TensorRT, cuda-bindings, onnxconverter-common,
-OpenVINO, lpips), as on the GPU machine this project can reach: every toolkit module still
+OpenVINO, lpips, PyAV), as on the GPU machine this project can reach: every toolkit module still
 imports, the GPU tests still collect and skip for the reason that applies, and the GPU check's
 plan names what it skips and why. The packages are hidden for real (``import`` fails in every
 process of the run: tests/hidden_packages/sitecustomize.py), not mocked."""
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-HIDDEN = ("tensorrt", "cuda", "onnxconverter_common", "openvino", "lpips")
+HIDDEN = ("tensorrt", "cuda", "onnxconverter_common", "openvino", "lpips", "av")
 TOOLKIT = ("train", "export", "runtime", "benchmarks")
 
 
