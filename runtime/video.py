@@ -74,17 +74,28 @@ class EncodeSettings:
     bitrate: int | None = None
 
 
+def _video_encoder(av: ModuleType, name: str) -> Any:
+    """FFmpeg's video encoder ``name``; VideoError when there is none."""
+    try:
+        codec = av.Codec(name, "w")
+    except (av.error.FFmpegError, ValueError):
+        raise VideoError(f"this FFmpeg has no encoder {name!r}") from None
+    if codec.type != "video":
+        raise VideoError(f"{name} is not a video encoder")
+    return codec
+
+
 def check_video_settings(settings: EncodeSettings) -> None:
-    """VideoError when videos cannot be rendered here as asked: PyAV missing, or no encoder
-    named ``settings.codec`` (bad usage, found before any work)."""
+    """VideoError when videos cannot be rendered here as asked: PyAV missing, no encoder named
+    ``settings.codec``, or a quality setting it does not take (bad usage, found before any
+    work)."""
     av = load_av()
     if settings.codec is not None:
-        try:
-            codec = av.Codec(settings.codec, "w")
-        except (av.error.FFmpegError, ValueError):
-            raise VideoError(f"this FFmpeg has no encoder {settings.codec!r}") from None
-        if codec.type != "video":
-            raise VideoError(f"{settings.codec} is not a video encoder")
+        name = _video_encoder(av, settings.codec).name
+        if name in RGB_LOSSLESS and (settings.crf is not None or settings.bitrate is not None):
+            raise VideoError(f"{name} is lossless: --crf and --bitrate do not apply")
+        if settings.crf is not None and name not in CRF_ENCODERS:
+            raise VideoError(f"--crf does not apply to {name}; give --bitrate")
     if settings.crf is not None and settings.bitrate is not None:
         raise VideoError("give --crf or --bitrate, not both")
 
@@ -95,12 +106,7 @@ def choose_codec(container: Any, requested: str | None) -> str:
     VideoError when the encoder is missing or the container cannot hold its codec."""
     av = load_av()
     if requested is not None:
-        try:
-            codec = av.Codec(requested, "w")
-        except (av.error.FFmpegError, ValueError):
-            raise VideoError(f"this FFmpeg has no encoder {requested!r}") from None
-        if codec.type != "video":
-            raise VideoError(f"{requested} is not a video encoder")
+        codec = _video_encoder(av, requested)
         # supported_codecs names codecs ("h264"); the encoder may be named otherwise (libx264)
         if codec.canonical_name not in container.supported_codecs:
             raise VideoError(f"a {container.format.name} file cannot hold {requested}")
@@ -128,12 +134,12 @@ def _pixel_format(codec: Any, width: int, height: int) -> str:
 class VideoTranscode:
     """One clip decoded from ``source`` and its rendered frames encoded to ``target``.
 
-    ``batches`` yields the decoded frames (uint8 N x H x W x 3 BGR) in order and copies the
-    other streams' packets as it reads past them; ``write`` takes the rendered frames of each
-    batch, in the same order, and encodes them with the timestamps of the frames they came
-    from; ``finish`` flushes the encoder and checks that the whole clip was read. Only one
-    batch is held at a time (plus what the encoder buffers), so memory does not grow with the
-    clip's length."""
+    ``batches`` yields the decoded frames (uint8 N x H x W x 3 BGR) in order, copies the
+    other streams' packets as it reads past them and, at the end, checks that the whole clip
+    was read; ``write`` takes the rendered frames of each batch, in the same order, and
+    encodes them with the timestamps of the frames they came from; ``finish`` flushes the
+    encoder and closes the file. Only one batch is held at a time (plus what the encoder
+    buffers), so memory does not grow with the clip's length."""
 
     def __init__(self, source: Path, target: Path, settings: EncodeSettings) -> None:
         self.av = av = load_av()
