@@ -416,5 +416,43 @@ def training(out, size, batch, steps, warmup_steps, preset, width, device, amp, 
     finish(report, COLUMNS, out, "training")
 
 
+@main.command()
+@OUT_OPTION
+@click.option(
+    "--model",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The ONNX or engine to run. Default: a random tiny model (kernels 5/11/21, network "
+    "long side 64, width 0.125) exported into --cache.",
+)
+@click.option(
+    "--cache",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_CACHE,
+    show_default=True,
+    help="Where the default model is kept between runs.",
+)
+@click.option("--count", type=click.IntRange(1), default=10_000, show_default=True)
+@click.option("--size", default="96x128", show_default=True, metavar="HxW")
+@click.option("--backend", default="auto", show_default=True, help="bokeh-run's --backend.")
+@click.option("--batch", type=click.IntRange(1), default=1, show_default=True)
+@environment_errors
+def soak(out, model, cache, count, size, backend, batch) -> None:
+    """bokeh-run over --count small generated pictures, watched from outside: peak memory,
+    open file descriptors (most, and at the end), and throughput over the first and the last
+    thousand pictures of the same run. Exit code 1 when bokeh-run did not exit 0."""
+    from dbsi.benchmarks.models import cached_onnx, random_checkpoint
+    from dbsi.benchmarks.soak import COLUMNS, soak_report
+
+    if model is None:
+        tiny = random_checkpoint(cache, 0.125, kernel_sizes=(5, 11, 21), net_long_side=64)
+        model = cached_onnx(tiny, cache, echo)
+    report = soak_report(
+        model, count, parse_sizes((size,), ())[0], backend=backend, batch=batch, log=echo
+    )
+    finish(report, COLUMNS, out, "soak")
+    if report["rows"][0]["exit_code"] != 0:
+        fail(f"bokeh-run exited {report['rows'][0]['exit_code']}", code=1)
+
+
 if __name__ == "__main__":
     main()

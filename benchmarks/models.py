@@ -106,10 +106,10 @@ def cache_key(**inputs: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def random_checkpoint(cache: Path, width: float = 1.0) -> Path:
-    """A randomly initialised (seed 0) model of ``width`` saved as a checkpoint in ``cache``,
-    keyed on the render config's defaults, the toolkit and torch versions (a changed default or
-    initialiser gives a new file)."""
+def random_checkpoint(cache: Path, width: float = 1.0, **config_fields: Any) -> Path:
+    """A randomly initialised (seed 0) model of ``width`` (and any other ``BokehConfig``
+    fields) saved as a checkpoint in ``cache``, keyed on the whole render config, the toolkit
+    and torch versions (a changed default or initialiser gives a new file)."""
     import torch
 
     from dbsi.runtime.provenance import toolkit_version
@@ -117,7 +117,7 @@ def random_checkpoint(cache: Path, width: float = 1.0) -> Path:
     from dbsi.train.config import BokehConfig
     from dbsi.train.render import BokehRenderer
 
-    config = BokehConfig(width=width)
+    config = BokehConfig(width=width, **config_fields)
     key = cache_key(
         config=config.to_dict(),
         seed=RANDOM_SEED,
