@@ -36,6 +36,7 @@ COLUMNS = [
     ("last 1000 img/s", "last_window_images_per_s", ".1f"),
     ("RSS start MiB", "rss_after_start_mib", ".0f"),
     ("peak RSS MiB", "peak_rss_mib", ".0f"),
+    ("RSS end MiB", "rss_at_end_mib", ".0f"),
     ("fds max", "max_open_fds", "d"),
     ("fds at end", "open_fds_at_end", "d"),
 ]
@@ -87,11 +88,12 @@ def watch(process: subprocess.Popen) -> dict[str, Any]:
         samples.append((rss, fds))
         time.sleep(SAMPLE_EVERY_S)
     if not samples:
-        return {"rss_after_start_bytes": None, "peak_rss_bytes": None}
+        return {"rss_after_start_bytes": None, "peak_rss_bytes": None, "rss_at_end_bytes": None}
     return {
         # The first sample a second in: the interpreter and the model are loaded by then.
         "rss_after_start_bytes": samples[min(len(samples) - 1, int(1 / SAMPLE_EVERY_S))][0],
         "peak_rss_bytes": max(rss for rss, _ in samples),
+        "rss_at_end_bytes": samples[-1][0],
         "max_open_fds": max(fds for _, fds in samples),
         "open_fds_at_end": samples[-1][1],
     }
@@ -159,7 +161,7 @@ def soak_report(model: Path, count: int, size: tuple[int, int], **options: Any) 
             "whole run (start-up and model loading included); the first and last "
             f"{WINDOW} by the output files' modification times.",
             f"RSS: the process and its children, sampled every {SAMPLE_EVERY_S} s; 'start' is "
-            "the sample a second in. fds: the process's open file descriptors, the most seen "
-            "and the last sample before it exited.",
+            "the sample a second in, 'end' the last before it exited. fds: the process's open "
+            "file descriptors, the most seen and the last sample before it exited.",
         ],
     }
