@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -14,9 +15,25 @@ from dbsi.runtime.contract import APERTURE_RANGE, MAX_BATCH, WEIGHTS_NAME
 from dbsi.runtime.errors import BackendError
 from dbsi.runtime.images import DEFAULT_QUALITY, ImageError, check_opencv
 from dbsi.runtime.onnxruntime_backend import PROVIDERS
-from dbsi.runtime.pipeline import RunOptions, plan_jobs, remove_stale_partials, run_jobs
+from dbsi.runtime.pipeline import Run, RunOptions, Summary, plan_jobs, remove_stale_partials
 from dbsi.runtime.registry import BACKENDS, choose_backend, open_backend
-from dbsi.runtime.sources import collect_sources, missing_inputs, resolve_shard, select_shard
+from dbsi.runtime.sources import (
+    Problem,
+    collect_sources,
+    missing_inputs,
+    resolve_shard,
+    select_shard,
+)
+from dbsi.runtime.stop import StopSignals, exit_status
+from dbsi.runtime.video import (
+    VIDEO_EXTENSIONS,
+    EncodeSettings,
+    VideoError,
+    check_video_settings,
+    is_video_name,
+    parse_bitrate,
+)
+from dbsi.runtime.video_run import VideoRun, merged
 
 FORMATS = ("jpg", "jpeg", "png", "tif", "tiff", "webp", "bmp")
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
@@ -36,6 +53,28 @@ def finite_apertures(
 
 def _report(line: str) -> None:
     tqdm.write(line, file=sys.stderr)
+
+
+def _conclude(
+    summary: Summary,
+    problems: list[Problem],
+    signum: signal.Signals | None,
+    abandoned: str | None = None,
+) -> int:
+    """Print how the run ended (why it stopped early, then the summary line); return the exit
+    status: a stop signal's (143, 130), else 1 when a picture failed, else 0."""
+    summary.failed += len(problems)
+    summary.failures[:0] = problems
+    if summary.stopped is not None:
+        how = f"; {abandoned}" if abandoned else ""
+        rest = ""
+        if signum is not None and summary.left:
+            rest = f"; {summary.left} picture(s) left: rerun with --skip-existing to render them"
+        _report(f"bokeh-run: stopped: {summary.stopped}{how}{rest}")
+    click.echo(summary.line())
+    if signum is not None:
+        return exit_status(signum)
+    return EXIT_SOME_FAILED if summary.failed else EXIT_OK
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -138,6 +177,32 @@ def _report(line: str) -> None:
     is_flag=True,
     help="Load version-compatible TensorRT engines (loading them runs code in the engine).",
 )
+@click.option(
+    "--video-codec",
+    default=None,
+    metavar="ENCODER",
+    help="Video encoder (default: libx264, H.264, when this FFmpeg has it and the container "
+    "holds it, else the container's default). ffv1 is lossless (in .mkv: --video-format mkv).",
+)
+@click.option(
+    "--crf",
+    type=click.IntRange(0, 63),
+    default=None,
+    help="Constant quality for libx264/libx265/libvpx-vp9/libaom-av1 (lower is better; "
+    "default 18 for libx264).",
+)
+@click.option(
+    "--bitrate",
+    default=None,
+    metavar="RATE",
+    help="Video bitrate instead of constant quality, e.g. 8M or 800k.",
+)
+@click.option(
+    "--video-format",
+    type=click.Choice([e.lstrip(".") for e in VIDEO_EXTENSIONS]),
+    default=None,
+    help="Container of the output videos (default: the input's).",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def main(
     model: Path,
@@ -156,6 +221,10 @@ def main(
     allow_host_code: bool,
     aperture: float,
     openvino_precision: str | None,
+    video_codec: str | None,
+    crf: int | None,
+    bitrate: str | None,
+    video_format: str | None,
     no_progress: bool,
 ) -> None:
     """Render synthetic bokeh for every picture in INPUTS with MODEL (.onnx or .engine).
@@ -170,9 +239,10 @@ def main(
                   container runs bokeh-run m.onnx in/ -o out/ --shard auto/16
                   (or --shard $(JOB_COMPLETION_INDEX)/16)
 
-    Exit status: 0 all rendered, 1 some pictures failed (each is reported with the reason),
-    2 bad usage (an input that does not exist among them), unusable model or missing
-    backend.
+    Exit status: 0 all rendered, 1 some pictures failed (each is reported with the reason)
+    or the disk refused 3 writes in a row (full, read-only: the run stops), 2 bad usage (an
+    input that does not exist among them), unusable model or missing backend, 143 / 130
+    stopped by SIGTERM / SIGINT (only whole files written; --skip-existing renders the rest).
     """
     if not inputs and not list_files:
         raise click.UsageError("give at least one input (file, folder, glob or @list)")
@@ -221,11 +291,24 @@ def main(
             sys.exit(EXIT_USAGE)
         sources, problems = collect_sources(inputs, list_files, out_dir)
         sources = select_shard(sources, shard_index, shard_count)
-        jobs, plan_problems = plan_jobs(sources, out_dir, fmt, save_weights)
-        problems += plan_problems
-        if not jobs and not problems:
-            click.echo("bokeh-run: no input images found", err=True)
+        # A video is one item, kept in its container (or --video-format's); --format and
+        # --save-weights are about pictures.
+        videos = [s for s in sources if is_video_name(s.path)]
+        photos = [s for s in sources if not is_video_name(s.path)]
+        jobs, plan_problems = plan_jobs(photos, out_dir, fmt, save_weights)
+        video_jobs, video_problems = plan_jobs(videos, out_dir, video_format, False)
+        problems += plan_problems + video_problems
+        if not jobs and not video_jobs and not problems:
+            click.echo("bokeh-run: no input images or videos found", err=True)
             sys.exit(EXIT_USAGE)
+        settings = EncodeSettings(video_codec, crf, None)
+        if video_jobs:
+            try:
+                settings = EncodeSettings(video_codec, crf, bitrate and parse_bitrate(bitrate))
+                check_video_settings(settings)
+            except (ValueError, VideoError) as exc:
+                click.echo(f"bokeh-run: {exc}", err=True)
+                sys.exit(EXIT_USAGE)
         usable = backend.batch_size(batch)
         if usable != batch:
             _report(
@@ -233,13 +316,14 @@ def main(
                 f"{backend.max_batch} this model takes; using {usable}"
             )
             batch = usable
-        removed = remove_stale_partials(jobs)
+        removed = remove_stale_partials([*jobs, *video_jobs])
         if removed:
             _report(f"removed {removed} incomplete file(s) left by an interrupted run")
         origin = f" from {shard_origin}" if shard_origin else ""
+        clips = f", {len(video_jobs)} video(s)" if video_jobs else ""
         share = f" (shard {shard_index}/{shard_count}{origin})" if shard else ""
         _report(
-            f"bokeh-run: {len(jobs)} picture(s){share} on {backend.name} ({backend.device}, "
+            f"bokeh-run: {len(jobs)} picture(s){clips}{share} on {backend.name} ({backend.device}, "
             f"{backend.precision}), batch {batch}, {workers} worker(s); backend {chosen} ({why})"
         )
         for problem in problems:  # after the header, like the failures of the run itself
@@ -252,9 +336,24 @@ def main(
             save_weights=save_weights,
             progress=not no_progress,
             aperture=aperture,
+            out_dir=out_dir,
         )
-        summary = run_jobs(backend, jobs, options, _report)
-    summary.failed += len(problems)
-    summary.failures[:0] = problems
-    click.echo(summary.line())
-    sys.exit(EXIT_SOME_FAILED if summary.failed else EXIT_OK)
+        # SIGTERM / SIGINT: no new picture, the batch in flight finished or abandoned, only
+        # whole files left, the summary, exit 143 / 130 (dbsi.runtime.stop).
+        with StopSignals() as stop:
+            run = Run(backend, jobs, options, _report, stop)
+            clips_run = VideoRun(backend, video_jobs, options, settings, _report, stop)
+            stop.on_abandon = lambda signum, how: _conclude(
+                merged(run.snapshot(), clips_run.snapshot()), problems, signum, how
+            )
+            summary = run.execute()
+            summary = merged(summary, clips_run.execute(after=summary))
+            with stop.ending():
+                code = _conclude(summary, problems, stop.requested)
+                if stop.requested is not None:
+                    stop.exit(code)  # no waiting for decode threads still reading
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -2,6 +2,8 @@
 
 import errno
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -58,3 +60,35 @@ def test_only_the_disk_refusing_a_write_is_a_disk_error():
         "a.pt: read-only file system"
     )
     assert disk_error_line(PermissionError(errno.EACCES, "Permission denied", "a.pt")) is None
+
+
+ABANDON = """
+import sys
+from pathlib import Path
+from dbsi.runtime.atomic import abandon_partial_files, atomic_path, atomic_write_bytes
+
+folder = Path(sys.argv[1])
+atomic_write_bytes(folder / "whole.bin", b"whole")
+try:
+    with atomic_path(folder / "half.bin") as tmp:
+        tmp.write_bytes(b"half")
+        assert abandon_partial_files() == 1
+        assert not tmp.exists()
+except OSError as exc:
+    print("under way:", exc)
+try:
+    atomic_write_bytes(folder / "late.bin", b"late")
+except OSError as exc:
+    print("new:", exc)
+"""
+
+
+def test_a_process_that_must_exit_abandons_its_writes_under_way_and_starts_none(tmp_path):
+    # In a process of its own: abandon_partial_files refuses writes for the rest of it.
+    done = subprocess.run(
+        [sys.executable, "-c", ABANDON, str(tmp_path)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"under way: {tmp_path / 'half.bin'}: nothing was written" in done.stdout
+    assert f"new: {tmp_path / 'late.bin'}: not written, the process is exiting" in done.stdout
+    assert [p.name for p in tmp_path.iterdir()] == ["whole.bin"]

@@ -4,6 +4,7 @@ and the refusals of the TensorRT path that a machine without a GPU can check."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -51,8 +52,10 @@ class TinyModel:
         return bokeh[0].numpy(), weights[0].numpy()
 
 
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> TinyModel:
+@functools.cache
+def export_tiny_model(folder: Path) -> TinyModel:
+    """The tiny model exported once per folder and process (the CLI and signal tests share
+    it: an export takes a while on a small CPU)."""
     torch.manual_seed(0)
     config = BokehConfig(width=0.125, net_long_side=128)
     renderer = BokehRenderer(config).eval()
@@ -65,11 +68,17 @@ def tiny_model(tmp_path_factory) -> TinyModel:
         checkpoint_sha256="0" * 64,
         toolkit_version="test",
     )
-    path = tmp_path_factory.mktemp("model") / "tiny.onnx"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "tiny.onnx"
     model = trace_onnx(renderer, with_weights=True)
     set_metadata(model, metadata)
     write_onnx(model, path)
     return TinyModel(path, PixelsToBokeh(renderer, with_weights=True).eval(), metadata)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> TinyModel:
+    return export_tiny_model(tmp_path_factory.getbasetemp() / "tiny-model")
 
 
 def run_cli(*args: object) -> tuple[int, str]:

@@ -1,10 +1,16 @@
 """The batch pipeline (dbsi.runtime.pipeline) on its own: output planning, batching of
-same-size pictures within the backend's limits, failures that do not stop the run, and the
-clean-up of a killed run's partial files. The backend is a real one that returns its input, so
-every written pixel can be checked against the decoded input."""
+same-size pictures within the backend's limits, failures that do not stop the run, the
+clean-up of a killed run's partial files, a stop signal in the middle of a run and a full disk
+that stops it. The backend is a real one that returns its input, so every written pixel can
+be checked against the decoded input."""
 
 from __future__ import annotations
 
+import errno
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path, PurePath
 
 import cv2
@@ -12,8 +18,16 @@ import numpy as np
 
 from dbsi.runtime.backend import Backend, describe_shape_problem
 from dbsi.runtime.contract import GraphMetadata
-from dbsi.runtime.pipeline import RunOptions, plan_jobs, remove_stale_partials, run_jobs
+from dbsi.runtime.pipeline import (
+    RunOptions,
+    WriteFailures,
+    disk_refusal,
+    plan_jobs,
+    remove_stale_partials,
+    run_jobs,
+)
 from dbsi.runtime.sources import Source
+from tests.small_disk import small_disk
 
 
 class IdentityBackend(Backend):
@@ -65,11 +79,12 @@ def picture(path: Path, height: int, width: int, seed: int) -> Source:
     return Source(path, PurePath(path.name))
 
 
-def run(backend, sources, out, **options):
+def run(backend, sources, out, stop=None, **options):
     jobs, problems = plan_jobs(sources, out, "png", save_weights=False)
     assert problems == []
     reported = []
-    summary = run_jobs(backend, jobs, RunOptions(progress=False, **options), reported.append)
+    options = RunOptions(progress=False, **options)
+    summary = run_jobs(backend, jobs, options, reported.append, stop)
     return summary, reported
 
 
@@ -122,3 +137,97 @@ def test_a_killed_runs_partial_files_for_its_outputs_are_removed(tmp_path):
     (tmp_path / "out" / ".other.abcd1234.partial.png").write_bytes(b"another run's")
     assert remove_stale_partials(jobs) == 1
     assert [p.name for p in (tmp_path / "out").iterdir()] == [".other.abcd1234.partial.png"]
+
+
+class PreemptedBackend(IdentityBackend):
+    """Sends its own process SIGTERM during its ``at``-th batch, as a scheduler would."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.at = at
+
+    def _run(self, batch, apertures):
+        if len(self.batches) + 1 == self.at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return super()._run(batch, apertures)
+
+
+# In a process of its own: the signal must reach a main thread whose state no earlier test
+# touched. (OpenVINO's CPU plugin gives the thread that loads it an alternate signal stack and
+# unmaps it when the plugin is destroyed, restoring the old one only when that happens on the
+# same thread; once a garbage collection on another thread has destroyed a plugin, the next
+# signal to the main thread of this pytest process kills it with SIGSEGV. bokeh-run keeps its
+# backend, so its stack, alive until it exits.)
+PREEMPTED = """
+import signal, sys
+from pathlib import Path
+from dbsi.runtime.stop import StopSignals
+from tests.test_runtime_pipeline import PreemptedBackend, picture, run
+
+folder = Path(sys.argv[1])
+sources = [picture(folder / f"a{i:02d}.png", 32, 48, i) for i in range(20)]
+backend = PreemptedBackend(at=2)
+with StopSignals(budget_s=60) as stop:
+    summary, _ = run(backend, sources, folder / "out", stop, batch=2, workers=1)
+print(stop.requested.name, backend.batches, summary.stopped)
+print(summary.line())
+"""
+
+
+def test_a_stop_signal_finishes_the_batch_in_flight_and_takes_no_new_picture(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-c", PREEMPTED, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    received, line = done.stdout.splitlines()
+    # no batch after the one the signal came in; that one is written whole
+    assert received == "SIGTERM [2, 2] SIGTERM received"
+    assert line.startswith("done 4, failed 0, skipped 0, left 16 in "), line
+    written = sorted((tmp_path / "out").iterdir())
+    assert [p.name for p in written] == [f"a{i:02d}.png" for i in range(4)]
+    for path in written:
+        assert np.array_equal(cv2.imread(str(path)), cv2.imread(str(tmp_path / path.name)))
+
+
+def disk_error(code: int) -> OSError:
+    return OSError(code, os.strerror(code), "out/a.png")
+
+
+def test_only_the_disk_refusing_writes_in_a_row_stops_a_run():
+    failures = WriteFailures(limit=3)
+    assert not failures.failed(disk_error(errno.ENOSPC))
+    assert not failures.failed(disk_error(errno.ENOSPC))
+    failures.succeeded()  # a write that worked: not a full disk after all
+    assert not failures.failed(disk_error(errno.EIO))
+    assert not failures.failed(disk_error(errno.EACCES)), "a per-file error does not count"
+    assert not failures.failed(ValueError("cannot encode"))
+    assert not failures.failed(disk_error(errno.EROFS))
+    assert failures.failed(disk_error(errno.EDQUOT))
+    assert (failures.in_a_row, failures.last) == (3, "disk quota exceeded")
+    assert disk_refusal(disk_error(errno.ENOSPC)) == "no space left on device"
+    assert disk_refusal(disk_error(errno.ENOENT)) is None
+
+
+def test_a_full_disk_stops_the_run_after_three_refused_writes(tmp_path):
+    # Noise does not compress: each PNG takes about 18 KB, so 256 KB holds about a dozen.
+    sources = [picture(tmp_path / "in" / f"a{i:02d}.png", 64, 96, i) for i in range(60)]
+    with small_disk(tmp_path / "disk", 256 * 1024) as disk:
+        summary, reported = run(IdentityBackend(), sources, disk, out_dir=disk)
+        failed = [line for line in reported if line.startswith("FAILED")]
+        assert summary.stopped == (
+            f"3 writes in a row failed (no space left on device) on {disk}"
+        ), reported
+        assert len(failed) == summary.failed >= 3
+        assert all(line.endswith(".png: no space left on device") for line in failed), failed
+        assert summary.done >= 5 and summary.left > 0
+        assert summary.done + summary.failed + summary.left == len(sources)
+        written = sorted(disk.iterdir())
+        assert len(written) == summary.done, "no partial or temporary file"
+        for path in written:
+            assert np.array_equal(
+                cv2.imread(str(path)), cv2.imread(str(tmp_path / "in" / path.name))
+            )
