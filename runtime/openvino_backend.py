@@ -162,5 +162,9 @@ class OpenVINOBackend(Backend):
         return {name: np.array(results[name], copy=True) for name in self.outputs}
 
     def close(self) -> None:
-        self._request = self._compiled = self._model = None
+        # The Core too, so the CPU plugin is destroyed here, on the closing thread: destroyed
+        # by a garbage collection on another thread, it frees the alternate signal stack it
+        # gave the thread that loaded it without restoring it there, and the next signal to
+        # that thread crashes the process (seen in this suite: docs/DESIGN.md section 6).
+        self._request = self._compiled = self._model = self._core = None
         self._static.clear()
