@@ -36,9 +36,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
     Why: twice in full runs on the 2-core CI machine the pytest process died of a segmentation
     fault inside a training test that ran after OpenVINO and ONNX Runtime had compiled models
-    in the same process. One cause of such crashes is found and fixed (forked DataLoader
-    workers inheriting those runtimes' thread pools: docs/DESIGN.md section 6), but not shown
-    to be the one that killed those runs: the order stays until a full run in the other order
+    in the same process. Two causes of such crashes are found (docs/DESIGN.md section 6):
+    forked DataLoader workers inheriting those runtimes' thread pools (fixed), and OpenVINO's
+    CPU plugin freeing the alternate signal stack of the thread that loaded it when a garbage
+    collection on another thread destroys it (mitigated: backends close their Core). Neither is
+    shown to be what killed those runs, so the order stays until a full run in the other order
     has passed where they failed.
     """
     items.sort(key=lambda item: not item.nodeid.startswith("tests/test_train_"))
