@@ -122,8 +122,17 @@ def torch_variant(renderer: Any, source: str, name: str, device: str) -> Candida
         # variants only on CUDA.
         module = module.to(memory_format=torch.channels_last)
 
+    # On CPU the 16-bit convolutions bypass oneDNN: its f16 depthwise kernel
+    # (brdgmm_dw:avx10_1_512, torch 2.13) never returns for the blur's 21-tap rows on a
+    # 40x60 image on Xeons with AVX512-FP16 (measured; ONEDNN_VERBOSE names the kernel).
+    # ATen's own kernels are slower but finish.
+    def without_onednn() -> contextlib.AbstractContextManager:
+        if device != "cpu":
+            return contextlib.nullcontext()
+        return torch.backends.mkldnn.flags(enabled=False)
+
     def forward(batch: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode(), torch.autocast(device, dtype=dtype):
+        with without_onednn(), torch.inference_mode(), torch.autocast(device, dtype=dtype):
             return module(batch)
 
     render = CudaGraphRender(forward) if graphed else None
