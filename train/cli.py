@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import os
 import sys
+from fractions import Fraction
 from pathlib import Path
+from typing import NoReturn
 
 import click
+from click.core import ParameterSource
 from tqdm import tqdm
 
+from dbsi.train import synthetic_video
 from dbsi.train.phases import PRESETS, with_overrides
 from dbsi.train.synthetic import SceneSpec, is_generated, prepare_output, write_dataset
+
+CLIP_DEFAULTS = synthetic_video.ClipSpec()  # synth --video's defaults
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,29 +24,43 @@ def main() -> None:
     """Train the DBSI bokeh model (PyTorch) and make its synthetic training data."""
 
 
-@main.command()
+class SynthCommand(click.Command):
+    """``synth``, whose bad values are one line (``error: ...``, exit 2) with --video."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        video = "--video" in args  # before parsing, which consumes args
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            if not video:
+                raise
+            click.echo(f"error: {exc.format_message()}", err=True)
+            ctx.exit(2)
+
+
+@main.command(cls=SynthCommand)
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     required=True,
-    help="Folder to write original/, bokeh/, depth/ and dataset.json into.",
+    help="Folder to write original/, bokeh/, depth/ and dataset.json into (--video: "
+    "original/, bokeh/ and video.json).",
 )
 @click.option(
     "--count",
     type=click.IntRange(min=1),
-    default=64,
-    show_default=True,
-    help="Number of scenes (ids 0..count-1).",
+    show_default="64; --video: 4",
+    help="Number of scenes or clips (ids 0..count-1).",
 )
 @click.option(
     "--seed",
     type=int,
     default=0,
     show_default=True,
-    help="Scene i depends only on (seed, i): same seed, same files.",
+    help="Scene or clip i depends only on (seed, i): same seed, same files.",
 )
-@click.option("--height", type=click.IntRange(min=16), default=96, show_default=True)
-@click.option("--width", type=click.IntRange(min=16), default=128, show_default=True)
+@click.option("--height", type=click.IntRange(min=16), show_default="96; --video: 192")
+@click.option("--width", type=click.IntRange(min=16), show_default="128; --video: 256")
 @click.option(
     "--max-coc",
     type=float,
@@ -52,21 +72,78 @@ def main() -> None:
     "--force",
     is_flag=True,
     help="Regenerate even if the same set is already there; write into a folder that holds "
-    "files but no dataset.json of ours.",
+    "files but no dataset.json (--video: video.json) of ours.",
 )
-def synth(out: Path, count: int, seed: int, height: int, width: int, max_coc: float,
-          force: bool) -> None:  # fmt: skip
-    """Render a synthetic depth-of-field set in the EBB! layout.
+@click.option(
+    "--video",
+    is_flag=True,
+    help="Write video clips and their true defocused clips (lossless FFV1 .mkv) instead of stills.",
+)
+@click.option(
+    "--frames",
+    type=click.IntRange(min=2),
+    default=CLIP_DEFAULTS.frames,
+    show_default=True,
+    help="--video: frames per clip.",
+)
+@click.option(
+    "--fps",
+    default=str(CLIP_DEFAULTS.fps),
+    show_default=True,
+    help="--video: frame rate, e.g. 24, 30, 29.97 or 24000/1001.",
+)
+@click.option(
+    "--camera",
+    type=click.Choice(["static", "pan", "both"]),
+    default=CLIP_DEFAULTS.camera,
+    show_default=True,
+    help="--video: a still camera, a panning one (parallax), or both (even clips static, odd "
+    "ones pan).",
+)
+@click.option(
+    "--noise",
+    type=float,
+    default=CLIP_DEFAULTS.noise,
+    show_default=True,
+    help="--video: sensor noise of the originals, standard deviation in 8-bit levels at mid "
+    "grey (0: none); the truth is noise-free.",
+)
+def synth(out: Path, count: int | None, seed: int, height: int | None, width: int | None,
+          max_coc: float, force: bool, video: bool, frames: int, fps: str, camera: str,
+          noise: float) -> None:  # fmt: skip
+    """Render a synthetic depth-of-field set in the EBB! layout, or with --video a set of clips.
 
     Each scene stacks textured shapes at random depths over a far background; the ground truth
     is a thin-lens render (disc aperture, circle of confusion from depth and focus distance,
     layers blurred and composited back to front).
 
+    With --video, each clip animates such a scene (shapes moving along smooth paths; the camera
+    still or panning with parallax; the focus on one layer throughout): original/<i>.mkv, with
+    mild sensor noise (clips 0, 1, 4, 5, ... with a sine tone too), and its true noise-free
+    defocused clip bokeh/<i>.mkv, both lossless, described in video.json. Where the truth does
+    not change between frames is given by dbsi.train.synthetic_video.static_mask.
+
     Regenerating into the same folder with other settings replaces the set: scenes numbered
     >= --count from the earlier set are removed, so training never mixes them in.
 
-    Example: bokeh-train synth --out demo/data --count 64 --seed 0
+    Examples: bokeh-train synth --out demo/data --count 64 --seed 0
+
+    bokeh-train synth --video --out demo/clips --count 4 --frames 24 --fps 24 --camera both
     """
+    if video:
+        synth_video(out, count, seed, height, width, max_coc, force, frames, fps, camera, noise)
+        return
+    context = click.get_current_context()
+    given = [
+        f"--{name}"
+        for name in ("frames", "fps", "camera", "noise")
+        if context.get_parameter_source(name) is not ParameterSource.DEFAULT
+    ]
+    if given:
+        raise click.UsageError(f"{', '.join(given)}: only with --video")
+    count = 64 if count is None else count
+    height = 96 if height is None else height
+    width = 128 if width is None else width
     try:
         spec = SceneSpec(height=height, width=width, max_coc=max_coc)
     except ValueError as exc:
@@ -83,6 +160,56 @@ def synth(out: Path, count: int, seed: int, height: int, width: int, max_coc: fl
     with tqdm(total=count, desc="scenes", unit="scene") as bar:
         write_dataset(out, count, seed, spec, on_scene=lambda _: bar.update(1))
     click.echo(f"wrote {count} scenes of {height}x{width} (seed {seed}) to {out}")
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def synth_video(out: Path, count: int | None, seed: int, height: int | None, width: int | None,
+                max_coc: float, force: bool, frames: int, fps: str, camera: str,
+                noise: float) -> None:  # fmt: skip
+    """``synth --video``: every refusal one line, exit 2; a full disk exit 1."""
+    from dbsi.runtime.atomic import disk_error_line
+    from dbsi.runtime.video import VideoError, load_av
+
+    try:
+        rate = Fraction(fps)
+    except (ValueError, ZeroDivisionError):
+        fail(f"--fps: {fps!r} is not a frame rate (e.g. 24, 29.97 or 24000/1001)")
+    count = 4 if count is None else count
+    try:
+        scene = SceneSpec(
+            height=CLIP_DEFAULTS.scene.height if height is None else height,
+            width=CLIP_DEFAULTS.scene.width if width is None else width,
+            max_coc=max_coc,
+        )
+        spec = synthetic_video.ClipSpec(scene, frames=frames, fps=rate, camera=camera, noise=noise)
+        load_av()
+    except (ValueError, VideoError) as exc:
+        fail(str(exc))
+    if not force and synthetic_video.is_generated(out, count, seed, spec):
+        click.echo(f"{out}: these {count} clips (seed {seed}) are already there, nothing to do")
+        return
+    try:
+        removed = synthetic_video.prepare_output(out, count, force)
+    except ValueError as exc:
+        fail(str(exc))
+    if removed:
+        click.echo(f"removed {len(removed)} files of clips numbered >= {count} (earlier set)")
+    try:
+        with tqdm(total=count, desc="clips", unit="clip") as bar:
+            synthetic_video.write_videos(out, count, seed, spec, on_clip=lambda _: bar.update(1))
+    except OSError as exc:
+        line = disk_error_line(exc)
+        if line is None:
+            raise
+        fail(f"{line}; the clips written before it are intact", 1)
+    click.echo(
+        f"wrote {count} clips of {spec.frames} frames, {scene.height}x{scene.width} at "
+        f"{spec.fps} fps (seed {seed}) to {out}"
+    )
 
 
 @main.command()
