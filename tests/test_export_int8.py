@@ -25,12 +25,12 @@ from dbsi.export.int8 import convolutions_to_quantize, predictor_convolutions
 from dbsi.export.metadata import model_metadata, read_metadata
 from dbsi.export.parity import parity_failures, parity_stats
 from dbsi.export.tensorrt_rules import tensor_types, tensorrt_problems
-from dbsi.runtime.contract import graph_inputs
+from dbsi.runtime.contract import TemporalFeed, graph_inputs
 from dbsi.runtime.errors import BackendError
 from dbsi.runtime.registry import open_backend
 from dbsi.train.config import BokehConfig
 from tests.conftest import real_photo
-from tests.export_helpers import make_checkpoint
+from tests.export_helpers import make_checkpoint, tiny_graph_metadata
 
 pytestmark = pytest.mark.slow
 
@@ -94,8 +94,8 @@ def zero_points(model: onnx.ModelProto) -> list[np.ndarray]:
     ]
 
 
-# The export check's photo batches: every graph takes the aperture input.
-CASES = photo_cases(check_photos(), takes_aperture=True)
+# The export check's photo batches: every graph takes the aperture and temporal inputs.
+CASES = photo_cases(check_photos(), tiny_graph_metadata())
 
 
 @pytest.mark.parametrize("flavour", ["cpu", "tensorrt"])
@@ -273,10 +273,11 @@ def test_an_int8_cpu_graph_where_tensorrt_is_present_runs_on_the_cpu_kernels(exp
     gpu_build = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
     monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: gpu_build)
     path = exports["cpu"][1]
-    with open_backend(path) as backend:
+    # ONNX Runtime asked for by name: on a machine without an NVIDIA GPU auto picks OpenVINO.
+    with open_backend(path, "onnxruntime") as backend:
         assert backend.name == "onnxruntime-cpu"
     with pytest.raises(BackendError, match="int8-cpu graph runs on ONNX Runtime's CPU kernels"):
-        open_backend(path, provider="tensorrt")
+        open_backend(path, "onnxruntime", provider="tensorrt")
 
 
 @pytest.fixture(scope="module")
@@ -302,7 +303,10 @@ def whole_tensor_ranges(model, tensors, photos, method, symmetric):
     config = BokehConfig.from_dict(model_metadata(model, "the fp32 graph").config)
     statistics = {name: TensorStatistics(symmetric, method == "percentile") for name in tensors}
     for batch in photos.network_inputs(config):
-        for name, value in zip(tensors, session.run(tensors, graph_inputs(inputs, batch))):
+        feed = graph_inputs(
+            inputs, batch, None, TemporalFeed.independent(len(batch), config.num_maps)
+        )
+        for name, value in zip(tensors, session.run(tensors, feed)):
             statistics[name].add(float(value.min()), float(value.max()), strided_sample(value))
     return {name: statistics[name].range(method) for name in tensors}
 
