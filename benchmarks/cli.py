@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from dbsi.benchmarks.report import console_table, plot_scaling, write_reports
-from dbsi.runtime.cli import finite_apertures
+from dbsi.runtime.cli import finite_numbers
 from dbsi.runtime.contract import APERTURE_RANGE
 
 DEFAULT_CACHE = Path.home() / ".cache" / "dbsi-bokeh" / "bench"
@@ -264,7 +264,7 @@ def parity(models, out, cache, pytorch_only, openvino_bf16) -> None:
     "--aperture",
     "apertures",
     type=click.FloatRange(*APERTURE_RANGE),
-    callback=finite_apertures,
+    callback=finite_numbers,
     multiple=True,
     help="Also score the model at this run-time aperture (repeat for several; rows show the "
     "mode as e.g. 'fullres a=0.5'). The plain rows are aperture 1, the model as trained.",

@@ -32,7 +32,7 @@ import numpy as np
 import onnx
 
 from dbsi.export.calibration_graph import calibration_session
-from dbsi.runtime.contract import graph_inputs
+from dbsi.runtime.contract import TemporalFeed, graph_inputs
 from dbsi.runtime.images import IMAGE_EXTENSIONS, ImageError, read_image
 from dbsi.runtime.provenance import file_sha256
 from dbsi.train.config import BokehConfig
@@ -206,7 +206,9 @@ def activation_ranges(
     fetches = [name for per_tensor in outputs for name in per_tensor]
     statistics = {name: TensorStatistics(symmetric, histograms) for name in tensors}
     for batch in photos.network_inputs(config):
-        values = iter(session.run(fetches, graph_inputs(names, batch)))
+        # Each picture its own maps, as photos are rendered.
+        temporal = TemporalFeed.independent(len(batch), config.num_maps)
+        values = iter(session.run(fetches, graph_inputs(names, batch, None, temporal)))
         for name in tensors:
             low, high = float(next(values)), float(next(values))
             statistics[name].add(low, high, next(values) if histograms else None)

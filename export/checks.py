@@ -26,9 +26,15 @@ from dbsi.export.photos import sample_photos
 from dbsi.export.tensorrt_rules import tensorrt_problems
 from dbsi.runtime.contract import (
     APERTURE_NAME,
+    INPUT_DTYPES,
+    INPUT_NAME,
     OUTPUT_NAME,
+    TEMPORAL_MAPS_NAME,
+    TEMPORAL_MIX_NAME,
+    TEMPORAL_STATE_NAME,
     WEIGHTS_NAME,
     GraphMetadata,
+    TemporalFeed,
     graph_inputs,
 )
 from dbsi.train.render import BokehRenderer
@@ -93,30 +99,61 @@ def check_photos() -> dict[str, np.ndarray]:
 
 # A batch of two rendered at two apertures at once: each picture takes its own.
 CHECK_APERTURES = (0.5, 2.0)
+# A batch of two smoothed over time: the first picture half its own maps and half a carried
+# state, the second a quarter of each picture's maps and half the state.
+CHECK_TEMPORAL_MIX = ((0.5, 0.5, 0.0), (0.5, 0.25, 0.25))
 
 
-def photo_cases(
-    photos: dict[str, np.ndarray], takes_aperture: bool
-) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
-    """(name, batch, apertures) to run: every photo batch at aperture 1, and for a graph that
-    takes an aperture the last batch of two again at ``CHECK_APERTURES``."""
-    cases = []
-    for name, batch in photos.items():
-        ones = np.ones(len(batch), np.float32) if takes_aperture else None
-        cases.append((name, batch, ones))
-    two = [(name, batch) for name, batch in photos.items() if len(batch) == len(CHECK_APERTURES)]
-    if takes_aperture and two:
+def check_temporal_feed(maps: int) -> TemporalFeed:
+    """The smoothing ``CHECK_TEMPORAL_MIX`` with a state of weight maps (positive, summing to
+    one at every pixel) at a size no network has, so the graph's resize of it runs too."""
+    state = np.random.default_rng(0).random((1, maps, 7, 9)).astype(np.float32) + 0.1
+    state /= state.sum(axis=1, keepdims=True)
+    return TemporalFeed(state, np.array(CHECK_TEMPORAL_MIX, np.float32))
+
+
+@dataclasses.dataclass(frozen=True)
+class PhotoCase:
+    """One batch to render: its name, pixels, apertures (None: the graph has no aperture
+    input) and temporal feed (None: the graph has no temporal inputs)."""
+
+    name: str
+    batch: np.ndarray
+    apertures: np.ndarray | None
+    temporal: TemporalFeed | None
+
+
+def photo_cases(photos: dict[str, np.ndarray], metadata: GraphMetadata) -> list[PhotoCase]:
+    """The batches to run: every photo batch as trained, each picture its own maps; for a
+    graph that takes an aperture the last batch of two again at ``CHECK_APERTURES``, and for
+    one that takes the temporal inputs again smoothed with ``check_temporal_feed``."""
+
+    def temporal(pictures: int) -> TemporalFeed | None:
+        if not metadata.takes_temporal:
+            return None
+        return TemporalFeed.independent(pictures, metadata.maps)
+
+    def apertures(values: tuple[float, ...]) -> np.ndarray | None:
+        return np.array(values, np.float32) if metadata.takes_aperture else None
+
+    cases = [
+        PhotoCase(name, batch, apertures((1.0,) * len(batch)), temporal(len(batch)))
+        for name, batch in photos.items()
+    ]
+    two = [(name, batch) for name, batch in photos.items() if len(batch) == 2]
+    if two and metadata.takes_aperture:
         name, batch = two[-1]
         label = " and ".join(f"{a:g}" for a in CHECK_APERTURES)
-        cases.append((f"{name} at apertures {label}", batch, np.array(CHECK_APERTURES, np.float32)))
+        cases.append(
+            PhotoCase(
+                f"{name} at apertures {label}", batch, apertures(CHECK_APERTURES), temporal(2)
+            )
+        )
+    if two and metadata.takes_temporal:
+        name, batch = two[-1]
+        feed = check_temporal_feed(metadata.maps)
+        cases.append(PhotoCase(f"{name} smoothed over time", batch, apertures((1.0, 1.0)), feed))
     return cases
-
-
-def graph_feed(
-    session: ort.InferenceSession, batch: np.ndarray, apertures: np.ndarray | None
-) -> dict[str, np.ndarray]:
-    """The session's inputs for a batch: the pixels, and the apertures when it takes them."""
-    return graph_inputs([i.name for i in session.get_inputs()], batch, apertures)
 
 
 def reference_render(
@@ -124,14 +161,18 @@ def reference_render(
     batch_bgr: np.ndarray,
     with_weights: bool = False,
     apertures: np.ndarray | None = None,
+    temporal: TemporalFeed | None = None,
 ) -> dict[str, np.ndarray]:
-    """The PyTorch render of a uint8 BGR batch (at ``apertures``, or as trained) through the
-    same pixel wrapper the graph holds: ``{"bokeh": uint8 NHWC BGR}`` plus ``"weights"`` when
-    asked for."""
+    """The PyTorch render of a uint8 BGR batch (at ``apertures``, or as trained; smoothed by
+    ``temporal``, or each picture its own maps) through the same pixel wrapper the graph
+    holds: ``{"bokeh": uint8 NHWC BGR}`` plus ``"weights"`` when asked for."""
     module = PixelsToBokeh(renderer.eval(), with_weights=True)
     aperture = None if apertures is None else torch.from_numpy(apertures)
+    state = mix = None
+    if temporal is not None:
+        state, mix = torch.from_numpy(temporal.state), torch.from_numpy(temporal.mix)
     with torch.no_grad():
-        pixels, weights = module(torch.from_numpy(batch_bgr), aperture)
+        pixels, weights, *_ = module(torch.from_numpy(batch_bgr), aperture, state, mix)
     out = {OUTPUT_NAME: pixels.numpy()}
     if with_weights:
         out[WEIGHTS_NAME] = weights.numpy()
@@ -145,21 +186,24 @@ def onnx_session(path: str | Path) -> ort.InferenceSession:
 
 def compare_with_reference(
     session: ort.InferenceSession,
+    metadata: GraphMetadata,
     renderer: BokehRenderer,
     photos: dict[str, np.ndarray],
-    precision: str,
 ) -> list[dict[str, Any]]:
-    """Run every photo batch through ``session`` and the PyTorch ``renderer``; one row per
+    """Run every photo batch (``photo_cases``) through ``session``, the graph ``metadata``
+    describes, and the PyTorch ``renderer``; one row per
     batch: ``name``, ``shape``, the ``parity_stats`` of the bokeh image, ``weights_max_abs_error``
     (None when the graph has no weights output), ``failures`` and ``passed`` under
-    ``PARITY_THRESHOLDS[precision]``."""
+    ``PARITY_THRESHOLDS`` of the graph's precision."""
+    precision = metadata.precision
     outputs = [o.name for o in session.get_outputs()]
     with_weights = WEIGHTS_NAME in outputs
-    takes_aperture = APERTURE_NAME in {i.name for i in session.get_inputs()}
     rows = []
-    for name, batch, apertures in photo_cases(photos, takes_aperture):
-        got = dict(zip(outputs, session.run(None, graph_feed(session, batch, apertures))))
-        want = reference_render(renderer, batch, with_weights, apertures)
+    for case in photo_cases(photos, metadata):
+        name, batch = case.name, case.batch
+        feed = graph_inputs(metadata.inputs, batch, case.apertures, case.temporal)
+        got = dict(zip(outputs, session.run(None, feed)))
+        want = reference_render(renderer, batch, with_weights, case.apertures, case.temporal)
         stats = parity_stats(want[OUTPUT_NAME], got[OUTPUT_NAME])
         failures = parity_failures(stats, precision)
         weights_error = None
@@ -182,9 +226,10 @@ def compare_with_reference(
 
 
 def io_problems(model: onnx.ModelProto, metadata: GraphMetadata) -> list[str]:
-    """The graph's I/O against the contract: ``image`` uint8 N x H x W x 3 in (and
-    ``aperture`` float32 [N] when the metadata lists it), the metadata's outputs out, ``bokeh``
-    uint8 and ``weights`` float32."""
+    """The graph's I/O against the contract: the metadata's inputs in order (``image`` uint8
+    N x H x W x 3, ``aperture`` float32 [N], ``temporal_state`` float32 1 x K x h x w,
+    ``temporal_mix`` float32 N x (N + 1), every other dimension dynamic), the metadata's
+    outputs out, ``bokeh`` uint8 and the maps float32."""
     problems = []
     outputs = list(metadata.outputs)
     inputs = [(i.name, i.type.tensor_type) for i in model.graph.input]
@@ -193,23 +238,30 @@ def io_problems(model: onnx.ModelProto, metadata: GraphMetadata) -> list[str]:
             f"inputs are {[name for name, _ in inputs]}, metadata says {list(metadata.inputs)}"
         )
     else:
-        if metadata.takes_aperture:
-            aperture = inputs[1][1]
-            dims = [d.dim_value if d.HasField("dim_value") else None for d in aperture.shape.dim]
-            if aperture.elem_type != TensorProto.FLOAT or dims != [None]:
+        # None: a dynamic dimension.
+        fixed = {
+            INPUT_NAME: [None, None, None, 3],
+            APERTURE_NAME: [None],
+            TEMPORAL_STATE_NAME: [1, metadata.maps, None, None],
+            TEMPORAL_MIX_NAME: [None, None],
+        }
+        types = {"uint8": TensorProto.UINT8, "float32": TensorProto.FLOAT}
+        for name, tensor in inputs:
+            dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
+            want = types[INPUT_DTYPES[name]]
+            if tensor.elem_type != want or dims != fixed[name]:
                 problems.append(
-                    f"input aperture is not float32 [N] (type {aperture.elem_type}, {dims})"
+                    f"input {name} is not {INPUT_DTYPES[name]} {fixed[name]} (None: dynamic), "
+                    f"found type {tensor.elem_type} {dims}"
                 )
-        tensor = inputs[0][1]
-        dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
-        if tensor.elem_type != TensorProto.UINT8 or len(dims) != 4 or dims[3] != 3:
-            problems.append(f"input is not uint8 N x H x W x 3 (type {tensor.elem_type}, {dims})")
-        elif any(d is not None for d in dims[:3]):
-            problems.append(f"input batch, height and width are not all dynamic: {dims}")
     names = [o.name for o in model.graph.output]
     if names != outputs:
         problems.append(f"outputs are {names}, metadata says {outputs}")
-    expected = {OUTPUT_NAME: TensorProto.UINT8, WEIGHTS_NAME: TensorProto.FLOAT}
+    expected = {
+        OUTPUT_NAME: TensorProto.UINT8,
+        WEIGHTS_NAME: TensorProto.FLOAT,
+        TEMPORAL_MAPS_NAME: TensorProto.FLOAT,
+    }
     for output in model.graph.output:
         want = expected.get(output.name)
         if want is not None and output.type.tensor_type.elem_type != want:
@@ -272,14 +324,21 @@ def run_checks(
         report.add("ONNX Runtime session", [str(exc).splitlines()[0]])
         return _finish(report)
     if renderer is None:
+
+        def independent(batch: np.ndarray) -> TemporalFeed | None:
+            if not metadata.takes_temporal:
+                return None
+            return TemporalFeed.independent(len(batch), metadata.maps)
+
         problems = []
         for name, batch in photos.items():
-            out = session.run([OUTPUT_NAME], graph_feed(session, batch, None))[0]
+            feed = graph_inputs(metadata.inputs, batch, None, independent(batch))
+            out = session.run([OUTPUT_NAME], feed)[0]
             if out.shape != batch.shape or out.dtype != np.uint8:
                 problems.append(f"{name}: output {out.dtype} {out.shape}")
         report.add("ONNX Runtime runs", problems, f"{len(photos)} photo batches, parity not judged")
         return _finish(report)
-    rows = compare_with_reference(session, renderer, photos, precision)
+    rows = compare_with_reference(session, metadata, renderer, photos)
     report.parity = rows
     for row in rows:
         report.add(f"{precision} parity, {row['name']}", row["failures"], format_parity(row))

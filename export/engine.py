@@ -156,7 +156,7 @@ def build_engine(
     if version_compatible:
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
     optimisation_profile = builder.create_optimization_profile()
-    shapes = input_shapes(profile, onnx_metadata.inputs)
+    shapes = input_shapes(profile, onnx_metadata)
     for name in onnx_metadata.inputs:
         optimisation_profile.set_shape(
             name, shapes["min"][name], shapes["opt"][name], shapes["max"][name]

@@ -27,8 +27,10 @@ from onnx import TensorProto
 
 from dbsi.export.metadata import has_metadata, model_metadata, set_metadata
 from dbsi.train.aperture import ApertureMix
+from dbsi.train.temporal import TemporalMix
 
 APERTURE_MODULE = f"{ApertureMix.__module__}.{ApertureMix.__qualname__}"
+TEMPORAL_MODULE = f"{TemporalMix.__module__}.{TemporalMix.__qualname__}"
 
 
 def require_fp16_converter() -> ModuleType:
@@ -46,9 +48,10 @@ def require_fp16_converter() -> ModuleType:
 
 def fp32_node_names(model: onnx.ModelProto) -> list[str]:
     """Nodes that must stay float32: every Softmax, every reflect Pad, every Conv that reads a
-    Pad's output (the separable Gaussian passes), and the aperture mix (its matrix and the
-    weighted sums of the softmax's maps, so that aperture 1 passes them on unchanged). The
-    mix's nodes are found by the exporter's record of the module that made them."""
+    Pad's output (the separable Gaussian passes), the aperture mix (its matrix and the
+    weighted sums of the softmax's maps, so that aperture 1 passes them on unchanged) and the
+    temporal mix (so that a photo's ones-and-zeros mix passes them on unchanged too). The
+    mixes' nodes are found by the exporter's record of the module that made them."""
     pad_outputs = {node.output[0] for node in model.graph.node if node.op_type == "Pad"}
     return [
         node.name
@@ -56,6 +59,7 @@ def fp32_node_names(model: onnx.ModelProto) -> list[str]:
         if node.op_type in ("Softmax", "Pad")
         or (node.op_type == "Conv" and node.input[0] in pad_outputs)
         or _made_by(node, APERTURE_MODULE)
+        or _made_by(node, TEMPORAL_MODULE)
     ]
 
 
@@ -106,10 +110,16 @@ def rename_tensor(graph: onnx.GraphProto, old: str, new: str) -> None:
             info.name = new
 
 
-def restore_float_outputs(model: onnx.ModelProto, float_outputs: set[str]) -> None:
+def restore_float_outputs(
+    model: onnx.ModelProto, float_outputs: set[str], blocked: set[str]
+) -> None:
     """Make the named graph outputs float32 again. Nodes inside the graph keep reading the
     float16 tensor (renamed ``<name>_fp16``); the output becomes the float32 tensor before a
-    final ``Cast(to=float16)``, or a new ``Cast(to=float)`` of the float16 one."""
+    final ``Cast(to=float16)``, or a new ``Cast(to=float)`` of the float16 one. The
+    ``blocked`` (float32) nodes among the readers read the float32 tensor: the converter
+    points them at its float16 Cast when the output is made by a blocked node too (the
+    temporal mix's maps, read by the aperture mix), and the Cast goes when nothing else reads
+    it."""
     graph = model.graph
     for output in graph.output:
         if output.name not in float_outputs:
@@ -123,6 +133,12 @@ def restore_float_outputs(model: onnx.ModelProto, float_outputs: set[str]) -> No
         source = producer.input[0] if producer.op_type == "Cast" else None
         if source is not None and types.get(source) == TensorProto.FLOAT:
             rename_tensor(graph, source, output.name)
+            readers = [node for node in graph.node if fp16_name in node.input]
+            for node in readers:
+                if node.name in blocked:
+                    node.input[:] = [output.name if i == fp16_name else i for i in node.input]
+            if all(node.name in blocked for node in readers):
+                graph.node.remove(producer)
         else:
             graph.node.append(
                 onnx.helper.make_node(
@@ -224,7 +240,7 @@ def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
             op_block_list=float16.DEFAULT_OP_BLOCK_LIST,
         )
     retarget_float_casts(converted)
-    restore_float_outputs(converted, float_outputs)
+    restore_float_outputs(converted, float_outputs, set(blocked))
     remove_round_trip_casts(converted)
     if has_metadata(model):
         metadata = model_metadata(model, "the fp32 export")

@@ -18,11 +18,12 @@ from torch import nn
 from dbsi.export.metadata import set_metadata
 from dbsi.runtime.atomic import atomic_path
 from dbsi.runtime.contract import (
-    APERTURE_NAME,
+    INPUT_LAYOUTS,
     INPUT_NAME,
     MAX_BATCH,
     MAX_SIDE,
     OUTPUT_NAME,
+    TEMPORAL_MAPS_NAME,
     WEIGHTS_NAME,
     GraphMetadata,
 )
@@ -30,31 +31,41 @@ from dbsi.runtime.provenance import toolkit_version
 from dbsi.train.render import BokehRenderer
 
 OPSET = 18
-# Every graph exported now takes a run-time aperture beside the picture.
-INPUTS = (INPUT_NAME, APERTURE_NAME)
+# Every graph exported now takes a run-time aperture and the temporal inputs beside the picture.
+INPUTS = INPUT_LAYOUTS[-1]
 
 
 class PixelsToBokeh(nn.Module):
-    """uint8 N x H x W x 3 BGR (and float32 apertures [N]) -> uint8 N x H x W x 3 BGR (and
-    float weights N x (n+1) x H x W)."""
+    """uint8 N x H x W x 3 BGR (and float32 apertures [N], and the temporal state and mix)
+    -> uint8 N x H x W x 3 BGR (and float weights N x K x H x W, and with the temporal inputs
+    the maps each picture used, N x K x h x w at the network size)."""
 
     def __init__(self, renderer: BokehRenderer, with_weights: bool = False) -> None:
         super().__init__()
         self.renderer = renderer
         self.with_weights = with_weights
 
-    def forward(self, image: torch.Tensor, aperture: torch.Tensor | None = None):
+    def forward(
+        self,
+        image: torch.Tensor,
+        aperture: torch.Tensor | None = None,
+        temporal_state: torch.Tensor | None = None,
+        temporal_mix: torch.Tensor | None = None,
+    ):
         # Cast first and last: TensorRT accepts UINT8 only as a network input that feeds a Cast
         # and as a network output that a Cast produces, so every transpose, channel flip and
         # rounding happens on float tensors (see dbsi.export.tensorrt_rules). Flips and
         # transposes commute with the casts: the pixels are the same either way.
         rgb = image.float().permute(0, 3, 1, 2).flip(1) / 255.0
-        bokeh, weights = self.renderer(rgb, aperture)
+        temporal = None if temporal_state is None else (temporal_state, temporal_mix)
+        bokeh, weights, maps = self.renderer.render(rgb, aperture, temporal)
         levels = (bokeh.clamp(0.0, 1.0) * 255.0).round().flip(1).permute(0, 2, 3, 1)
-        pixels = levels.to(torch.uint8)
+        outputs = [levels.to(torch.uint8)]
         if self.with_weights:
-            return pixels, weights
-        return pixels
+            outputs.append(weights)
+        if temporal is not None:
+            outputs.append(maps)
+        return tuple(outputs) if len(outputs) > 1 else outputs[0]
 
 
 def read_shapes_after_cast(model: onnx.ModelProto) -> int:
@@ -93,6 +104,12 @@ def trace_onnx(renderer: BokehRenderer, *, with_weights: bool = False) -> onnx.M
     # apertures that are not 1.
     sample = torch.randint(0, 256, (2, min_side + 61, min_side + 93, 3), dtype=torch.uint8)
     apertures = torch.tensor([0.7, 1.9])
+    # A state of any size (the graph resizes it) and a mix with no exact zeros or ones.
+    maps = renderer.config.num_maps
+    state = torch.rand(1, maps, 5, 7)
+    mix = torch.rand(2, 3)
+    state_height = torch.export.Dim("state_height", min=1, max=MAX_SIDE)
+    state_width = torch.export.Dim("state_width", min=1, max=MAX_SIDE)
     # The exporter logs one warning per torchvision op it cannot register (torchvision is not
     # needed here); silence that logger for the export only.
     registration_log = logging.getLogger("torch.onnx._internal.exporter._registration")
@@ -103,9 +120,14 @@ def trace_onnx(renderer: BokehRenderer, *, with_weights: bool = False) -> onnx.M
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
                 module,
-                (sample, apertures),
+                (sample, apertures, state, mix),
                 dynamo=True,
-                dynamic_shapes=({0: batch, 1: height, 2: width}, {0: batch}),
+                dynamic_shapes=(
+                    {0: batch, 1: height, 2: width},
+                    {0: batch},
+                    {2: state_height, 3: state_width},
+                    {0: batch, 1: batch + 1},
+                ),
                 input_names=list(INPUTS),
                 output_names=output_names(with_weights),
                 opset_version=OPSET,
@@ -119,8 +141,9 @@ def trace_onnx(renderer: BokehRenderer, *, with_weights: bool = False) -> onnx.M
 
 
 def output_names(with_weights: bool) -> list[str]:
-    """The graph's outputs: the bokeh image, then the weight maps when asked for."""
-    return [OUTPUT_NAME, WEIGHTS_NAME] if with_weights else [OUTPUT_NAME]
+    """The graph's outputs: the bokeh image, the weight maps when asked for, then the maps each
+    picture used (the next temporal state)."""
+    return [OUTPUT_NAME, *([WEIGHTS_NAME] if with_weights else []), TEMPORAL_MAPS_NAME]
 
 
 def checkpoint_onnx(

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from dbsi.runtime.contract import MAX_BATCH, GraphMetadata
+from dbsi.runtime.contract import MAX_BATCH, GraphMetadata, TemporalFeed
 
 
 def describe_shape_problem(
@@ -82,18 +82,45 @@ class Backend(abc.ABC):
         """None when a batch of this N x H x W x 3 shape can run, else the reason it cannot."""
 
     def run(
-        self, batch: np.ndarray, aperture: float | np.ndarray | None = None
+        self,
+        batch: np.ndarray,
+        aperture: float | np.ndarray | None = None,
+        temporal: TemporalFeed | None = None,
     ) -> dict[str, np.ndarray]:
         """Run one uint8 N x H x W x 3 BGR batch at ``aperture`` (one value for every picture
-        or one per picture; None: 1, the model as trained); returns every output by name.
-        ValueError when the batch or the aperture is not one this model takes."""
+        or one per picture; None: 1, the model as trained) with ``temporal`` smoothing of the
+        weight maps (None: every picture its own); returns every output by name. ValueError
+        when the batch, the aperture or the temporal feed is not one this model takes."""
         self.check_batch(batch)
-        return self._run(batch, self.apertures_for(batch, aperture))
+        return self._run(
+            batch, self.apertures_for(batch, aperture), self.temporal_for(batch, temporal)
+        )
 
     @abc.abstractmethod
-    def _run(self, batch: np.ndarray, apertures: np.ndarray | None) -> dict[str, np.ndarray]:
+    def _run(
+        self, batch: np.ndarray, apertures: np.ndarray | None, temporal: TemporalFeed | None
+    ) -> dict[str, np.ndarray]:
         """Run a batch that ``check_batch`` accepted, with its apertures (float32 [N]; None
-        for a graph exported without the aperture input)."""
+        for a graph exported without the aperture input) and its temporal feed (None for a
+        graph exported without the temporal inputs)."""
+
+    def temporal_for(self, batch: np.ndarray, temporal: TemporalFeed | None) -> TemporalFeed | None:
+        """The temporal feed to give the graph: ``temporal``, or every picture its own maps
+        when None; None for a graph without the inputs (ValueError if one was given)."""
+        if not self.metadata.takes_temporal:
+            if temporal is not None:
+                raise ValueError(
+                    f"{self.name}: this graph was exported without the temporal inputs; "
+                    "re-export it with bokeh-export to smooth video over time"
+                )
+            return None
+        if temporal is None:
+            return TemporalFeed.independent(len(batch), self.metadata.maps)
+        try:
+            temporal.check(len(batch), self.metadata.maps)
+        except ValueError as exc:
+            raise ValueError(f"{self.name}: {exc}") from exc
+        return temporal
 
     def apertures_for(
         self, batch: np.ndarray, aperture: float | np.ndarray | None

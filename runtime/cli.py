@@ -39,15 +39,14 @@ FORMATS = ("jpg", "jpeg", "png", "tif", "tiff", "webp", "bmp")
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-def finite_apertures(
+def finite_numbers(
     ctx: click.Context, param: click.Parameter, value: float | tuple[float, ...]
 ) -> float | tuple[float, ...]:
-    """click callback for aperture options: FloatRange lets ``nan`` through (every comparison
-    with it is false), which would fail every picture instead of being bad usage."""
+    """click callback for ``FloatRange`` options: FloatRange lets ``nan`` through (every
+    comparison with it is false), which would fail every picture instead of being bad usage."""
     values = value if isinstance(value, tuple) else (value,)
     if any(not math.isfinite(v) for v in values):
-        low, high = APERTURE_RANGE
-        raise click.BadParameter(f"must be a number from {low:g} to {high:g}")
+        raise click.BadParameter(f"must be a number from {param.type.min:g} to {param.type.max:g}")
     return value
 
 
@@ -159,7 +158,7 @@ def _conclude(
 @click.option(
     "--aperture",
     type=click.FloatRange(*APERTURE_RANGE),
-    callback=finite_apertures,
+    callback=finite_numbers,
     default=1.0,
     show_default=True,
     help="Blur strength: 1 renders as trained, 0 keeps every picture sharp, 2 doubles every "
@@ -176,6 +175,18 @@ def _conclude(
     "--allow-host-code",
     is_flag=True,
     help="Load version-compatible TensorRT engines (loading them runs code in the engine).",
+)
+@click.option(
+    "--temporal",
+    type=click.FloatRange(0.0, 0.95),
+    callback=finite_numbers,
+    default=0.0,
+    show_default=True,
+    help="Videos: how steady the blur stays from frame to frame. Each frame's weight maps "
+    "carry this share of the previous frame's (an exponential average, restarted at scene "
+    "cuts); every frame is still blurred from its own pixels. 0 renders each frame on its own; "
+    "0.5-0.8 removes the flicker of backgrounds. Graphs exported before it render frames on "
+    "their own.",
 )
 @click.option(
     "--video-codec",
@@ -221,6 +232,7 @@ def main(
     allow_host_code: bool,
     aperture: float,
     openvino_precision: str | None,
+    temporal: float,
     video_codec: str | None,
     crf: int | None,
     bitrate: str | None,
@@ -326,6 +338,12 @@ def main(
             f"bokeh-run: {len(jobs)} picture(s){clips}{share} on {backend.name} ({backend.device}, "
             f"{backend.precision}), batch {batch}, {workers} worker(s); backend {chosen} ({why})"
         )
+        if video_jobs and temporal > 0 and not backend.metadata.takes_temporal:
+            _report(
+                f"bokeh-run: {model}: exported without the temporal inputs, so --temporal "
+                f"{temporal:g} is ignored and every frame is rendered on its own; re-export it "
+                "with bokeh-export onnx to smooth videos over time"
+            )
         for problem in problems:  # after the header, like the failures of the run itself
             _report(f"FAILED {problem.path}: {problem.reason}")
         options = RunOptions(
@@ -336,6 +354,7 @@ def main(
             save_weights=save_weights,
             progress=not no_progress,
             aperture=aperture,
+            temporal=temporal,
             out_dir=out_dir,
         )
         # SIGTERM / SIGINT: no new picture, the batch in flight finished or abandoned, only

@@ -24,8 +24,28 @@ INPUT_NAME = "image"
 # clamps it to APERTURE_RANGE (dbsi.train.aperture).
 APERTURE_NAME = "aperture"
 APERTURE_RANGE = (0.0, 4.0)
+# Temporal smoothing for video (dbsi.train.temporal, dbsi.runtime.temporal): float32
+# [1, K, h, w], the weight maps (K = blurs + 1, before the aperture mix) that the frame before
+# the batch used, at any size (the graph resizes them to its network size); float32 [N, N + 1],
+# row k mixing [that state, the maps predicted for frames 0 .. N-1] into frame k's maps.
+# Graphs exported before them render every frame on its own.
+TEMPORAL_STATE_NAME = "temporal_state"
+TEMPORAL_MIX_NAME = "temporal_mix"
+TEMPORAL_INPUTS = (TEMPORAL_STATE_NAME, TEMPORAL_MIX_NAME)
 OUTPUT_NAME = "bokeh"
 WEIGHTS_NAME = "weights"
+# float32 [N, K, h, w]: the maps each picture used, at the network size (the next state).
+TEMPORAL_MAPS_NAME = "temporal_maps"
+# Each input's element type (numpy's name); every one but the picture is float32.
+INPUT_DTYPES = {INPUT_NAME: "uint8", APERTURE_NAME: "float32"} | dict.fromkeys(
+    TEMPORAL_INPUTS, "float32"
+)
+# Every input list a graph may have, oldest first.
+INPUT_LAYOUTS = (
+    (INPUT_NAME,),
+    (INPUT_NAME, APERTURE_NAME),
+    (INPUT_NAME, APERTURE_NAME, *TEMPORAL_INPUTS),
+)
 
 PRECISIONS = ("fp32", "fp16", "int8-cpu", "int8-tensorrt")
 # The int8 graph for ONNX Runtime's CPU kernels has uint8 activations, which TensorRT refuses.
@@ -41,15 +61,53 @@ MAX_SIDE = 8192
 PREFIX = "dbsi."
 
 
+@dataclasses.dataclass(frozen=True)
+class TemporalFeed:
+    """What a graph's temporal inputs get for one batch: ``state`` float32 [1, K, h, w] and
+    ``mix`` float32 [N, N + 1] (see ``TEMPORAL_STATE_NAME``)."""
+
+    state: np.ndarray
+    mix: np.ndarray
+
+    @classmethod
+    def independent(cls, pictures: int, maps: int) -> TemporalFeed:
+        """Every picture its own maps: a zero 1 x 1 state that the mix ignores. The mix is
+        exact (ones and zeros), so the pictures come out bit for bit as without it."""
+        mix = np.zeros((pictures, pictures + 1), np.float32)
+        mix[:, 1:] = np.eye(pictures, dtype=np.float32)
+        return cls(np.zeros((1, maps, 1, 1), np.float32), mix)
+
+    def check(self, pictures: int, maps: int) -> None:
+        """ValueError unless this feed fits a batch of ``pictures`` and ``maps`` weight maps."""
+        if self.state.ndim != 4 or self.state.shape[:2] != (1, maps):
+            raise ValueError(
+                f"temporal state must be 1 x {maps} x H x W, got {list(self.state.shape)}"
+            )
+        if self.mix.shape != (pictures, pictures + 1):
+            raise ValueError(
+                f"temporal mix must be {pictures} x {pictures + 1} for a batch of {pictures}, "
+                f"got {list(self.mix.shape)}"
+            )
+
+
 def graph_inputs(
-    names: Sequence[str], batch: np.ndarray, apertures: np.ndarray | None = None
+    names: Sequence[str],
+    batch: np.ndarray,
+    apertures: np.ndarray | None = None,
+    temporal: TemporalFeed | None = None,
 ) -> dict[str, np.ndarray]:
-    """The feed for a graph whose inputs are ``names``: the uint8 batch, and the apertures
-    (float32, one per picture; 1 when not given) when the graph takes them."""
+    """The feed for a graph whose inputs are ``names``: the uint8 batch, the apertures
+    (float32, one per picture; 1 when not given) and the temporal inputs when the graph takes
+    them (ValueError when it does and ``temporal`` is None)."""
     feed = {INPUT_NAME: np.ascontiguousarray(batch)}
     if APERTURE_NAME in names:
         values = np.ones(len(batch), np.float32) if apertures is None else apertures
         feed[APERTURE_NAME] = np.ascontiguousarray(values, dtype=np.float32)
+    if TEMPORAL_STATE_NAME in names:
+        if temporal is None:
+            raise ValueError("this graph takes temporal inputs: give a TemporalFeed")
+        feed[TEMPORAL_STATE_NAME] = np.ascontiguousarray(temporal.state, dtype=np.float32)
+        feed[TEMPORAL_MIX_NAME] = np.ascontiguousarray(temporal.mix, dtype=np.float32)
     return feed
 
 
@@ -100,18 +158,20 @@ class GraphMetadata:
     #: int8 graphs: how they were calibrated (``images``, ``skipped``, ``method``,
     #: ``files_sha256``); None otherwise
     calibration: dict[str, Any] | None = None
-    #: the graph's inputs in order: ``image``, then ``aperture`` (every graph exported since
-    #: the aperture input; graphs from before have ``image`` only, see ``from_props``)
-    inputs: tuple[str, ...] = (INPUT_NAME, APERTURE_NAME)
+    #: the graph's inputs in order, one of ``INPUT_LAYOUTS``: ``image``, ``aperture``, then the
+    #: temporal inputs in every graph exported now (older graphs lack the later ones; a graph
+    #: from before ``dbsi.inputs`` has ``image`` only, see ``from_props``)
+    inputs: tuple[str, ...] = INPUT_LAYOUTS[-1]
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         object.__setattr__(self, "outputs", tuple(self.outputs))
         object.__setattr__(self, "inputs", tuple(self.inputs))
-        if self.inputs not in ((INPUT_NAME,), (INPUT_NAME, APERTURE_NAME)):
+        if self.inputs not in INPUT_LAYOUTS:
             raise ValueError(
-                f"inputs {list(self.inputs)} are not ['image'] or ['image', 'aperture']"
+                f"inputs {list(self.inputs)} are not one of "
+                f"{', '.join(str(list(layout)) for layout in INPUT_LAYOUTS)}"
             )
 
     def to_props(self) -> dict[str, str]:
@@ -203,6 +263,16 @@ class GraphMetadata:
     def takes_aperture(self) -> bool:
         """Whether the graph has the ``aperture`` input."""
         return APERTURE_NAME in self.inputs
+
+    @property
+    def takes_temporal(self) -> bool:
+        """Whether the graph has the temporal inputs (video smoothing)."""
+        return TEMPORAL_STATE_NAME in self.inputs
+
+    @property
+    def maps(self) -> int:
+        """Weight maps the graph blends: the sharp picture plus one per blur."""
+        return len(self.config["kernel_sizes"]) + 1
 
     @property
     def for_tensorrt(self) -> bool:

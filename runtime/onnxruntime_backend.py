@@ -19,11 +19,11 @@ import numpy as np
 
 from dbsi.runtime.backend import Backend, describe_shape_problem
 from dbsi.runtime.contract import (
-    APERTURE_NAME,
-    INPUT_NAME,
+    INPUT_DTYPES,
     MAX_BATCH,
     OUTPUT_NAME,
     GraphMetadata,
+    TemporalFeed,
     graph_inputs,
 )
 from dbsi.runtime.cuda_device import import_cudart, local_gpu
@@ -143,7 +143,7 @@ def tensorrt_provider_options(
     gpu: str,
     precision: str,
     profile: Profile,
-    inputs: Sequence[str],
+    metadata: GraphMetadata,
 ) -> dict[str, object]:
     """Options for ONNX Runtime's TensorRT provider running one DBSI graph.
 
@@ -176,7 +176,7 @@ def tensorrt_provider_options(
         # Q/DQ graphs need the int8 flag on this provider (microsoft/onnxruntime#13381);
         # their scales come from the graph, no calibration table is involved.
         "trt_int8_enable": precision == "int8-tensorrt",
-        **ort_profile_options(profile, inputs),
+        **ort_profile_options(profile, metadata),
     }
 
 
@@ -268,7 +268,7 @@ class OnnxRuntimeBackend(Backend):
                 gpu_label(),
                 metadata.precision,
                 self._profile,
-                metadata.inputs,
+                metadata,
             )
         chain = provider_chain(chosen, available, tensorrt_options)
         session_options = ort.SessionOptions()
@@ -281,9 +281,8 @@ class OnnxRuntimeBackend(Backend):
         meta = self._session.get_modelmeta().custom_metadata_map
         self.metadata = GraphMetadata.from_props(meta, str(self.path))
         inputs = [(i.name, i.type) for i in self._session.get_inputs()]
-        expected = [(INPUT_NAME, "tensor(uint8)")]
-        if self.metadata.takes_aperture:
-            expected.append((APERTURE_NAME, "tensor(float)"))
+        onnx_types = {"uint8": "tensor(uint8)", "float32": "tensor(float)"}
+        expected = [(name, onnx_types[INPUT_DTYPES[name]]) for name in self.metadata.inputs]
         if inputs != expected:
             raise BackendError(f"{self.path}: expected the inputs {expected}, found {inputs}")
         self.outputs = [o.name for o in self._session.get_outputs()]
@@ -339,7 +338,9 @@ class OnnxRuntimeBackend(Backend):
             (MAX_BATCH, self._max_side, self._max_side),
         )
 
-    def _run(self, batch: np.ndarray, apertures: np.ndarray | None) -> dict[str, np.ndarray]:
+    def _run(
+        self, batch: np.ndarray, apertures: np.ndarray | None, temporal: TemporalFeed | None
+    ) -> dict[str, np.ndarray]:
         session = self._session
         if self._fallback_chain is not None and self._outside_profile(batch.shape) is not None:
             if self._fallback is None:
@@ -347,7 +348,7 @@ class OnnxRuntimeBackend(Backend):
                     str(self.path), self._session_options, providers=self._fallback_chain
                 )
             session = self._fallback
-        values = session.run(None, graph_inputs(self.metadata.inputs, batch, apertures))
+        values = session.run(None, graph_inputs(self.metadata.inputs, batch, apertures, temporal))
         return dict(zip(self.outputs, values))
 
     def close(self) -> None:

@@ -30,11 +30,11 @@ import numpy as np
 
 from dbsi.runtime.backend import Backend, describe_shape_problem
 from dbsi.runtime.contract import (
-    APERTURE_NAME,
-    INPUT_NAME,
+    INPUT_DTYPES,
     MAX_BATCH,
     OUTPUT_NAME,
     GraphMetadata,
+    TemporalFeed,
     graph_inputs,
 )
 from dbsi.runtime.errors import BackendError
@@ -89,9 +89,8 @@ class OpenVINOBackend(Backend):
         inputs = [
             (port.get_any_name(), port.get_element_type().get_type_name()) for port in model.inputs
         ]
-        expected = [(INPUT_NAME, "u8")]
-        if self.metadata.takes_aperture:
-            expected.append((APERTURE_NAME, "f32"))
+        openvino_types = {"uint8": "u8", "float32": "f32"}
+        expected = [(name, openvino_types[INPUT_DTYPES[name]]) for name in self.metadata.inputs]
         if inputs != expected:
             raise BackendError(f"{self.path}: expected the inputs {expected}, found {inputs}")
         self.outputs = [port.get_any_name() for port in model.outputs]
@@ -102,8 +101,8 @@ class OpenVINOBackend(Backend):
         self._compiled = self._compile(model)
         self._request = self._compiled.create_infer_request()
         # Batches met per shape, and the requests of the shapes with a model of their own.
-        self._seen: collections.Counter[tuple[int, ...]] = collections.Counter()
-        self._static: dict[tuple[int, ...], Any] = {}
+        self._seen: collections.Counter[tuple] = collections.Counter()
+        self._static: dict[tuple, Any] = {}
         self._hint = hint
         self.name = "openvino"
 
@@ -114,14 +113,15 @@ class OpenVINOBackend(Backend):
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise BackendError(f"{self.path}: OpenVINO cannot compile it ({first_line})") from exc
 
-    def _request_for(self, shape: tuple[int, ...]) -> Any:
-        """The shape's own model from its second batch on while there is room or the shape is
-        used far more than one that has a model (see the module docstring); the dynamic one
-        otherwise."""
-        self._seen[shape] += 1
-        if shape in self._static:
-            return self._static[shape]
-        count = self._seen[shape]
+    def _request_for(self, shapes: dict[str, tuple[int, ...]]) -> Any:
+        """The request for a feed of these input ``shapes``: the shapes' own model from their
+        second batch on while there is room or they are used far more than ones that have a
+        model (see the module docstring); the dynamic one otherwise."""
+        key = tuple((name, tuple(shape)) for name, shape in shapes.items())
+        self._seen[key] += 1
+        if key in self._static:
+            return self._static[key]
+        count = self._seen[key]
         if count < 2:
             return self._request
         if len(self._static) >= MAX_STATIC:
@@ -132,12 +132,9 @@ class OpenVINOBackend(Backend):
                 return self._request
             del self._static[least]
         model = self._model.clone()
-        shapes = {INPUT_NAME: list(shape)}
-        if self.metadata.takes_aperture:
-            shapes[APERTURE_NAME] = [shape[0]]
-        model.reshape(shapes)
-        self._static[shape] = self._compile(model).create_infer_request()
-        return self._static[shape]
+        model.reshape({name: list(shape) for name, shape in shapes.items()})
+        self._static[key] = self._compile(model).create_infer_request()
+        return self._static[key]
 
     @property
     def device(self) -> str:
@@ -155,9 +152,12 @@ class OpenVINOBackend(Backend):
         side = self.metadata.min_input_side, self.metadata.max_input_side
         return describe_shape_problem(shape, (1, side[0], side[0]), (MAX_BATCH, side[1], side[1]))
 
-    def _run(self, batch: np.ndarray, apertures: np.ndarray | None) -> dict[str, np.ndarray]:
-        request = self._request_for(tuple(batch.shape))
-        results = request.infer(graph_inputs(self.metadata.inputs, batch, apertures))
+    def _run(
+        self, batch: np.ndarray, apertures: np.ndarray | None, temporal: TemporalFeed | None
+    ) -> dict[str, np.ndarray]:
+        feed = graph_inputs(self.metadata.inputs, batch, apertures, temporal)
+        request = self._request_for({name: values.shape for name, values in feed.items()})
+        results = request.infer(feed)
         # Copies: the request's output tensors are reused by the next call.
         return {name: np.array(results[name], copy=True) for name in self.outputs}
 

@@ -68,6 +68,9 @@ class RunOptions:
     progress: bool = True
     #: every picture's aperture (``dbsi.train.aperture``; 1 renders as trained)
     aperture: float = 1.0
+    #: videos: how much of each frame's weight maps the next carries (``dbsi.runtime.temporal``;
+    #: 0 renders every frame on its own)
+    temporal: float = 0.0
     #: the output folder, named when a full disk stops the run
     out_dir: Path | None = None
 

@@ -1,14 +1,18 @@
 """The TensorRT optimisation profile of the ``image`` input: the range of batch, height and
-width an engine accepts and the shape it is tuned for. ``bokeh-export engine`` bakes one into
-an engine; ONNX Runtime's TensorRT provider gets the same one, so both paths accept the same
-photos and neither rebuilds for each new size.
+width an engine accepts and the shape it is tuned for (the other inputs' shapes follow from
+it). ``bokeh-export engine`` bakes one into an engine; ONNX Runtime's TensorRT provider gets
+the same one, so both paths accept the same photos and neither rebuilds for each new size.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from dbsi.runtime.contract import INPUT_NAME, GraphMetadata
+from dbsi.runtime.contract import (
+    APERTURE_NAME,
+    INPUT_NAME,
+    TEMPORAL_MIX_NAME,
+    TEMPORAL_STATE_NAME,
+    GraphMetadata,
+)
 
 # Defaults cover single EBB!-sized photos best and batches of up to 4 HD frames (1920x1080 in
 # either orientation); the minimum comes from the ONNX's metadata.
@@ -68,18 +72,26 @@ def build_profile(
     return profile
 
 
-def input_shapes(profile: Profile, inputs: Sequence[str]) -> dict[str, dict[str, list[int]]]:
-    """The profile's min, opt and max shape of each of the graph's ``inputs``: the image's own,
-    and the aperture's [N] with the image's batch size."""
-    return {
-        key: {
-            name: list(profile[key]) if name == INPUT_NAME else [profile[key][0]] for name in inputs
+def input_shapes(profile: Profile, metadata: GraphMetadata) -> dict[str, dict[str, list[int]]]:
+    """The profile's min, opt and max shape of each of the graph's inputs: the image's own,
+    the aperture's [N] with the image's batch size, the temporal state's 1 x K x h x w from a
+    1 x 1 state (photos) up to the network's long side (video), and the mix's N x (N + 1)."""
+    maps, net = metadata.maps, int(metadata.config["net_long_side"])
+    state = {"min": [1, maps, 1, 1], "opt": [1, maps, net, net], "max": [1, maps, net, net]}
+    shapes: dict[str, dict[str, list[int]]] = {}
+    for key in ("min", "opt", "max"):
+        batch = profile[key][0]
+        every = {
+            INPUT_NAME: list(profile[key]),
+            APERTURE_NAME: [batch],
+            TEMPORAL_STATE_NAME: state[key],
+            TEMPORAL_MIX_NAME: [batch, batch + 1],
         }
-        for key in ("min", "opt", "max")
-    }
+        shapes[key] = {name: every[name] for name in metadata.inputs}
+    return shapes
 
 
-def ort_profile_options(profile: Profile, inputs: Sequence[str]) -> dict[str, str]:
+def ort_profile_options(profile: Profile, metadata: GraphMetadata) -> dict[str, str]:
     """The profile as ONNX Runtime's TensorRT provider options: ``"image:1x38x38x3,aperture:1"``
     for each of min, opt and max (input name, ':', dimensions joined by 'x', inputs joined by
     ','; ``ParseProfileShapes`` in onnxruntime's tensorrt_execution_provider_utils.h). All
@@ -88,5 +100,5 @@ def ort_profile_options(profile: Profile, inputs: Sequence[str]) -> dict[str, st
         f"trt_profile_{key}_shapes": ",".join(
             f"{name}:{'x'.join(str(d) for d in shape)}" for name, shape in shapes.items()
         )
-        for key, shapes in input_shapes(profile, inputs).items()
+        for key, shapes in input_shapes(profile, metadata).items()
     }

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from dbsi.runtime.backend import Backend, describe_shape_problem
-from dbsi.runtime.contract import INPUT_NAME, graph_inputs
+from dbsi.runtime.contract import INPUT_NAME, TemporalFeed, graph_inputs
 from dbsi.runtime.cuda_device import CudaError, cuda_call, import_cudart, local_gpu
 from dbsi.runtime.errors import BackendError
 from dbsi.runtime.sidecar import read_sidecar
@@ -213,9 +213,11 @@ class TensorRTBackend(Backend):
         reason = describe_shape_problem(shape, profile["min"][:3], profile["max"][:3])
         return None if reason is None else f"{reason} of the engine's profile"
 
-    def _run(self, batch: np.ndarray, apertures: np.ndarray | None) -> dict[str, np.ndarray]:
+    def _run(
+        self, batch: np.ndarray, apertures: np.ndarray | None, temporal: TemporalFeed | None
+    ) -> dict[str, np.ndarray]:
         cudart, context = self._cudart, self._context
-        feed = graph_inputs(self.metadata.inputs, batch, apertures)
+        feed = graph_inputs(self.metadata.inputs, batch, apertures, temporal)
         for name, values in feed.items():
             if not context.set_input_shape(name, values.shape):
                 raise RuntimeError(f"{self.path}: TensorRT refused {name} shape {values.shape}")

@@ -20,10 +20,11 @@ from tqdm import tqdm
 
 from dbsi.runtime.atomic import atomic_path
 from dbsi.runtime.backend import Backend
-from dbsi.runtime.contract import OUTPUT_NAME
+from dbsi.runtime.contract import OUTPUT_NAME, TEMPORAL_MAPS_NAME
 from dbsi.runtime.pipeline import Job, RunOptions, Summary, disk_refusal
 from dbsi.runtime.sources import Problem
 from dbsi.runtime.stop import StopSignals
+from dbsi.runtime.temporal import TemporalSmoother
 from dbsi.runtime.video import EncodeSettings, VideoError, VideoTranscode
 
 
@@ -128,6 +129,9 @@ class VideoRun:
             reason = self.backend.accepts((self.batch, video.height, video.width, 3))
             if reason is not None:
                 raise VideoError(f"outside what the model accepts: {reason}")
+            smoother = None
+            if self.options.temporal > 0 and self.backend.metadata.takes_temporal:
+                smoother = TemporalSmoother(self.options.temporal, self.backend.metadata.maps)
             with tqdm(
                 total=video.stream.frames or None,
                 unit="frame",
@@ -140,7 +144,7 @@ class VideoRun:
                     if self.stopping():
                         raise _Stopped
                     try:
-                        bokeh = self.render(frames)
+                        bokeh = self.render(frames, smoother)
                     except Exception as exc:  # any backend error fails this clip only
                         reason = f"inference failed: {type(exc).__name__}: {exc}"
                         raise VideoError(reason, video.written) from None
@@ -151,29 +155,35 @@ class VideoRun:
             video.finish()
         seconds = time.perf_counter() - began
         self.frames += video.written
+        smoothed = ""
+        if smoother is not None:
+            cuts = ", ".join(map(str, smoother.cuts)) or "none"
+            smoothed = f", smoothed over time at {smoother.strength:g} (scene cuts at: {cuts})"
         self.report(
             f"video {job.output}: {video.written} frames in {seconds:.1f} s "
-            f"({video.written / seconds:.2f} frames/s)"
+            f"({video.written / seconds:.2f} frames/s){smoothed}"
         )
 
-    def render(self, frames: np.ndarray) -> np.ndarray:
-        """The rendered frames of one batch of consecutive frames (uint8 N x H x W x 3 BGR).
-
-        Every frame of a clip passes through here in order, batch after batch: the place
-        where temporal smoothing of the weight maps will carry its state from frame to
-        frame (issue 22); today each frame is rendered on its own."""
+    def render(self, frames: np.ndarray, smoother: TemporalSmoother | None) -> np.ndarray:
+        """The rendered frames of one batch of consecutive frames (uint8 N x H x W x 3 BGR),
+        their weight maps smoothed over time by ``smoother`` (None: each frame on its own),
+        which carries its state from batch to batch."""
         count = len(frames)
-        # A profile whose minimum batch exceeds what is left runs copies of the last frame.
+        # A profile whose minimum batch exceeds what is left runs copies of the last frame
+        # (the clip's end: the copies follow every real frame, so they change none of them).
         short = self.backend.min_batch - count
         if short > 0:
             frames = np.concatenate([frames, np.repeat(frames[-1:], short, axis=0)])
+        temporal = None if smoother is None else smoother.feed(frames)
         pixels = frames.size // 3
         expected = None if self.seconds_per_pixel is None else self.seconds_per_pixel * pixels
         busy = self.stop.uninterruptible(expected) if self.stop else contextlib.nullcontext()
         with busy:
             began = time.perf_counter()
-            bokeh = self.backend.run(frames, self.options.aperture)[OUTPUT_NAME]
+            outputs = self.backend.run(frames, self.options.aperture, temporal)
             rate = (time.perf_counter() - began) / pixels
+        if smoother is not None:
+            smoother.update(outputs[TEMPORAL_MAPS_NAME], count)
         if self.seconds_per_pixel is None or rate < self.seconds_per_pixel:
             self.seconds_per_pixel = rate
-        return bokeh[:count]
+        return outputs[OUTPUT_NAME][:count]

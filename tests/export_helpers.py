@@ -49,7 +49,7 @@ def tiny_graph_metadata(**changes) -> GraphMetadata:
         "config": config,
         "min_input_side": 11,
         "max_input_side": 8192,
-        "outputs": ["bokeh", "weights"],
+        "outputs": ["bokeh", "weights", "temporal_maps"],
         "precision": "fp32",
         "checkpoint_sha256": "0" * 64,
         "toolkit_version": "test",

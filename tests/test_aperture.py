@@ -219,9 +219,10 @@ def test_the_aperture_range_is_enforced_by_bokeh_run(tmp_path, aperture):
 
 
 @pytest.mark.slow
-def test_metadata_of_todays_graphs_lists_both_inputs(graphs):
+def test_metadata_of_todays_graphs_lists_every_input(graphs):
     from dbsi.export.metadata import read_metadata
 
     metadata = read_metadata(graphs["paper"])
-    assert metadata.inputs == ("image", "aperture") and metadata.takes_aperture
+    assert metadata.inputs == ("image", "aperture", "temporal_state", "temporal_mix")
+    assert metadata.takes_aperture and metadata.takes_temporal
     assert dataclasses.replace(metadata, inputs=("image",)).to_props()["dbsi.inputs"] == '["image"]'

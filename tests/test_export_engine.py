@@ -10,12 +10,12 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
-from dbsi.export.checks import check_photos, graph_feed, onnx_session
+from dbsi.export.checks import check_photos
 from dbsi.export.cli import main
 from dbsi.export.engine import EnvironmentProblem, build_engine, require_tensorrt_and_gpu
 from dbsi.export.metadata import set_metadata
 from dbsi.export.parity import parity_failures, parity_stats
-from dbsi.runtime.contract import GraphMetadata
+from dbsi.runtime.contract import INPUT_LAYOUTS, GraphMetadata
 from dbsi.runtime.profile import DEFAULT_MAX_SHAPE, DEFAULT_OPT_SHAPE, build_profile, parse_shape
 from tests.export_helpers import foreign_onnx
 from tests.needs import needs_tensorrt, skip_without_fp16_converter
@@ -166,6 +166,14 @@ def run_engine(engine_path, batch):
         return backend.run(batch)["bokeh"]
 
 
+def run_onnx(onnx_path, batch):
+    """The reference: the same graph on ONNX Runtime's CPU kernels."""
+    from dbsi.runtime.registry import open_backend
+
+    with open_backend(onnx_path, "onnxruntime", provider="cpu") as backend:
+        return backend.run(batch)["bokeh"]
+
+
 @needs_tensorrt
 def test_engine_and_sidecar_describe_the_build(tiny_onnx, tmp_path):
     import hashlib
@@ -198,11 +206,10 @@ def test_timing_cache_is_written_and_reused(tiny_onnx, tmp_path):
 def test_fp32_engine_matches_onnx_runtime(tiny_onnx, tmp_path):
     engine = tmp_path / "tiny.engine"
     build(tiny_onnx[0], engine, tmp_path / "cache")
-    session = onnx_session(tiny_onnx[0])
     for name, batch in check_photos().items():
         if max(batch.shape[1:3]) > 600:
             continue
-        want = session.run(None, graph_feed(session, batch, None))[0]
+        want = run_onnx(tiny_onnx[0], batch)
         assert parity_failures(parity_stats(want, run_engine(engine, batch)), "fp32") == [], name
 
 
@@ -212,8 +219,7 @@ def test_fp16_engine_reaches_40_db(tiny_onnx, tmp_path):
     sidecar = build(tiny_onnx[1], engine, tmp_path / "cache")
     assert sidecar.precision == "fp16"
     batch = check_photos()["astronaut 512x512"]
-    session = onnx_session(tiny_onnx[0])
-    want = session.run(None, graph_feed(session, batch, None))[0]
+    want = run_onnx(tiny_onnx[0], batch)
     assert parity_failures(parity_stats(want, run_engine(engine, batch)), "fp16") == []
 
 
@@ -223,9 +229,8 @@ def test_an_int8_tensorrt_graph_builds_a_strongly_typed_engine_that_renders_like
     engine = tmp_path / "int8.engine"
     sidecar = build(graph, engine, tmp_path / "cache")
     assert sidecar.precision == "int8-tensorrt"
-    session = onnx_session(graph)
     batch = check_photos()["astronaut 512x512"]
-    want = session.run(None, graph_feed(session, batch, None))[0]
+    want = run_onnx(graph, batch)
     assert parity_failures(parity_stats(want, run_engine(engine, batch)), "int8-tensorrt") == []
 
 
@@ -266,14 +271,39 @@ def test_a_damaged_timing_cache_is_replaced_by_a_fresh_one(tiny_onnx, tmp_path):
     assert cache.read_bytes() not in (b"", b"not a timing cache of this GPU")
 
 
-def test_the_aperture_input_gets_the_image_profiles_batch_sizes():
+def test_the_other_inputs_get_the_image_profiles_batch_sizes_and_the_network_sizes():
     from dbsi.runtime.profile import input_shapes
 
     profile = {"min": [1, 38, 38, 3], "opt": [2, 96, 128, 3], "max": [4, 512, 512, 3]}
-    assert input_shapes(profile, ("image", "aperture")) == {
-        "min": {"image": [1, 38, 38, 3], "aperture": [1]},
-        "opt": {"image": [2, 96, 128, 3], "aperture": [2]},
-        "max": {"image": [4, 512, 512, 3], "aperture": [4]},
+    graph = metadata().replace(inputs=INPUT_LAYOUTS[-1])
+    # 3 blurs: 4 maps; the state runs from a photo's 1 x 1 to the network's long side (128).
+    assert input_shapes(profile, graph) == {
+        "min": {
+            "image": [1, 38, 38, 3],
+            "aperture": [1],
+            "temporal_state": [1, 4, 1, 1],
+            "temporal_mix": [1, 2],
+        },
+        "opt": {
+            "image": [2, 96, 128, 3],
+            "aperture": [2],
+            "temporal_state": [1, 4, 128, 128],
+            "temporal_mix": [2, 3],
+        },
+        "max": {
+            "image": [4, 512, 512, 3],
+            "aperture": [4],
+            "temporal_state": [1, 4, 128, 128],
+            "temporal_mix": [4, 5],
+        },
     }
-    # A graph exported before the aperture input: the image alone.
-    assert input_shapes(profile, ("image",))["max"] == {"image": [4, 512, 512, 3]}
+
+
+def test_graphs_from_before_the_temporal_inputs_get_profiles_for_their_own_inputs():
+    from dbsi.runtime.profile import input_shapes
+
+    profile = {"min": [1, 38, 38, 3], "opt": [2, 96, 128, 3], "max": [4, 512, 512, 3]}
+    older = input_shapes(profile, metadata().replace(inputs=INPUT_LAYOUTS[1]))
+    assert older["max"] == {"image": [4, 512, 512, 3], "aperture": [4]}
+    oldest = input_shapes(profile, metadata().replace(inputs=INPUT_LAYOUTS[0]))
+    assert oldest["max"] == {"image": [4, 512, 512, 3]}

@@ -17,9 +17,11 @@ from dbsi.export.fp16 import convert_to_fp16
 from dbsi.export.metadata import read_metadata
 from dbsi.export.parity import PARITY_THRESHOLDS
 from dbsi.export.tensorrt_rules import tensorrt_problems
+from dbsi.runtime.contract import TemporalFeed, graph_inputs
 from dbsi.runtime.provenance import file_sha256, toolkit_version
 from dbsi.train.checkpoint import load_renderer, read_checkpoint
-from tests.export_helpers import make_checkpoint
+from dbsi.train.config import BokehConfig
+from tests.export_helpers import make_checkpoint, tiny_graph_metadata
 from tests.needs import skip_without_fp16_converter
 
 pytestmark = pytest.mark.slow
@@ -81,7 +83,9 @@ def assert_exported(result, path):
 def test_tiny_fp32_export_passes_every_check(tiny_fp32):
     result, path = tiny_fp32
     assert_exported(result, path)
-    assert result.output.count("fp32 parity") == len(photo_cases(check_photos(), True))
+    assert result.output.count("fp32 parity") == len(
+        photo_cases(check_photos(), tiny_graph_metadata())
+    )
 
 
 def test_full_width_fp32_export_passes_every_check(full_fp32):
@@ -93,13 +97,15 @@ def test_full_width_fp32_export_passes_every_check(full_fp32):
 def test_tiny_fp16_export_passes_its_psnr_check(tiny_fp16):
     result, path = tiny_fp16
     assert_exported(result, path)
-    assert result.output.count("fp16 parity") == len(photo_cases(check_photos(), True))
+    assert result.output.count("fp16 parity") == len(
+        photo_cases(check_photos(), tiny_graph_metadata())
+    )
 
 
 def test_full_width_fp16_reaches_40_db_on_every_photo(full_fp16_report):
     report, _ = full_fp16_report
     assert report.passed
-    assert len(report.parity) == len(photo_cases(check_photos(), True))
+    assert len(report.parity) == len(photo_cases(check_photos(), tiny_graph_metadata()))
     for row in report.parity:
         assert row["psnr_db"] >= PARITY_THRESHOLDS["fp16"]["min_psnr_db"], row
 
@@ -118,17 +124,22 @@ def test_metadata_carries_the_config_checkpoint_hash_and_versions(tiny_fp32, tin
     assert metadata.checkpoint_sha256 == file_sha256(tiny_checkpoint)
     assert metadata.toolkit_version == toolkit_version()
     assert metadata.precision == "fp32"
-    assert metadata.outputs == ("bokeh", "weights")
+    assert metadata.outputs == ("bokeh", "weights", "temporal_maps")
     assert metadata.min_input_side == 38
 
 
 def test_graph_takes_any_batch_and_size_and_returns_weights_that_sum_to_one(tiny_fp32):
     session = onnx_session(tiny_fp32[1])
     batch = np.random.default_rng(0).integers(0, 256, (3, 38, 71, 3), dtype=np.uint8)
-    bokeh, weights = session.run(None, {"image": batch, "aperture": np.ones(3, np.float32)})
+    metadata = read_metadata(tiny_fp32[1])
+    feed = graph_inputs(metadata.inputs, batch, None, TemporalFeed.independent(3, 4))
+    bokeh, weights, maps = session.run(None, feed)
     assert bokeh.dtype == np.uint8 and bokeh.shape == batch.shape
     assert weights.dtype == np.float32 and weights.shape == (3, 4, 38, 71)
     np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-5)
+    # The maps each picture used, at the network size
+    assert maps.shape == (3, 4, *BokehConfig.from_dict(metadata.config).network_size(38, 71))
+    np.testing.assert_allclose(maps.sum(axis=1), 1.0, atol=1e-5)
 
 
 def test_fp16_graph_keeps_io_types_and_softmax_and_blurs_in_fp32(tiny_fp16):
@@ -138,16 +149,23 @@ def test_fp16_graph_keeps_io_types_and_softmax_and_blurs_in_fp32(tiny_fp16):
     assert io == {
         "image": TensorProto.UINT8,
         "aperture": TensorProto.FLOAT,
+        "temporal_state": TensorProto.FLOAT,
+        "temporal_mix": TensorProto.FLOAT,
         "bokeh": TensorProto.UINT8,
         "weights": TensorProto.FLOAT,
+        "temporal_maps": TensorProto.FLOAT,
     }
     types = {t.name: t.data_type for t in model.graph.initializer}
     inferred = onnx.shape_inference.infer_shapes(model)
     types.update({v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info})
+    types.update({v.name: v.type.tensor_type.elem_type for v in model.graph.input})
     pads = {n.output[0] for n in model.graph.node if n.op_type == "Pad"}
     blur_convs = [n for n in model.graph.node if n.op_type == "Conv" and n.input[0] in pads]
     assert len(blur_convs) == 6  # three kernels, two separable passes each
-    for node in blur_convs + [n for n in model.graph.node if n.op_type == "Softmax"]:
+    # The temporal mix too: a photo's ones and zeros pass the maps on unchanged.
+    mixes = [n for n in model.graph.node if n.op_type in ("Softmax", "MatMul")]
+    assert len(mixes) == 2
+    for node in blur_convs + mixes:
         assert {types[name] for name in node.input if name} == {TensorProto.FLOAT}, node.name
     assert sum(t.data_type == TensorProto.FLOAT16 for t in model.graph.initializer) > 100
 

@@ -28,7 +28,12 @@ from tests.conftest import real_photo
 torch = pytest.importorskip("torch", reason="the reference render and the export need torch")
 
 from dbsi.export.metadata import set_metadata  # noqa: E402
-from dbsi.export.onnx_graph import PixelsToBokeh, trace_onnx, write_onnx  # noqa: E402
+from dbsi.export.onnx_graph import (  # noqa: E402
+    PixelsToBokeh,
+    output_names,
+    trace_onnx,
+    write_onnx,
+)
 from dbsi.export.parity import parity_failures, parity_stats  # noqa: E402
 from dbsi.runtime.contract import GraphMetadata  # noqa: E402
 from dbsi.train.config import BokehConfig  # noqa: E402
@@ -63,7 +68,7 @@ def export_tiny_model(folder: Path) -> TinyModel:
         config=config.to_dict(),
         min_input_side=config.min_input_side,
         max_input_side=8192,
-        outputs=["bokeh", "weights"],
+        outputs=output_names(with_weights=True),
         precision="fp32",
         checkpoint_sha256="0" * 64,
         toolkit_version="test",

@@ -64,7 +64,7 @@ class IdentityBackend(Backend):
     def accepts(self, shape):
         return describe_shape_problem(shape, (self._min, 8, 8), (self._max, 4096, 4096))
 
-    def _run(self, batch, apertures):
+    def _run(self, batch, apertures, temporal):
         self.batches.append(len(batch))
         return {"bokeh": batch.copy()}
 
@@ -146,10 +146,10 @@ class PreemptedBackend(IdentityBackend):
         super().__init__()
         self.at = at
 
-    def _run(self, batch, apertures):
+    def _run(self, batch, apertures, temporal):
         if len(self.batches) + 1 == self.at:
             os.kill(os.getpid(), signal.SIGTERM)
-        return super()._run(batch, apertures)
+        return super()._run(batch, apertures, temporal)
 
 
 # In a process of its own: the signal must reach a main thread whose state no earlier test

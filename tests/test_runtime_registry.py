@@ -41,7 +41,7 @@ class EchoBackend(Backend):
     def accepts(self, shape):
         return describe_shape_problem(shape, (1, 8, 8), (4, 64, 64))
 
-    def _run(self, batch, apertures):
+    def _run(self, batch, apertures, temporal):
         self.calls += 1
         return {"bokeh": batch}
 
@@ -117,7 +117,7 @@ def test_run_checks_the_batch_before_the_backend_sees_it(echo_registered, tmp_pa
 class ApertureEchoBackend(EchoBackend):
     """Records the apertures the template hands to ``_run``."""
 
-    def _run(self, batch, apertures):
+    def _run(self, batch, apertures, temporal):
         self.calls += 1
         self.apertures = apertures
         return {"bokeh": batch}

@@ -125,20 +125,21 @@ class FakeCudart:
 
 
 class FakeEngine:
-    """An ICudaEngine with the inputs ``image`` (uint8) and ``aperture`` (float32) and the
-    outputs ``bokeh`` and ``weights``."""
+    """An ICudaEngine with today's graph's inputs (``image`` uint8, the others float32) and
+    the outputs ``bokeh`` (uint8), ``weights`` and ``temporal_maps``."""
 
-    names = ("image", "aperture", "bokeh", "weights")
-    num_io_tensors = 4
+    inputs = ("image", "aperture", "temporal_state", "temporal_mix")
+    names = (*inputs, "bokeh", "weights", "temporal_maps")
+    num_io_tensors = len(names)
 
     def get_tensor_name(self, index):
         return self.names[index]
 
     def get_tensor_mode(self, name):
-        return "INPUT" if name in ("image", "aperture") else "OUTPUT"
+        return "INPUT" if name in self.inputs else "OUTPUT"
 
     def get_tensor_dtype(self, name):
-        return np.float32 if name in ("aperture", "weights") else np.uint8
+        return np.uint8 if name in ("image", "bokeh") else np.float32
 
     def create_execution_context(self):
         return object()
@@ -294,7 +295,7 @@ def test_the_engine_file_is_read_once_and_those_bytes_are_deserialized(
     backend = open_backend(engine)
     assert reads.count("model.engine") == 1
     assert deserialized == [b"serialized engine bytes"]
-    assert backend.outputs == ["bokeh", "weights"]
+    assert backend.outputs == ["bokeh", "weights", "temporal_maps"]
 
 
 def test_close_frees_every_buffer_and_the_stream_when_a_free_fails(
@@ -407,7 +408,7 @@ def test_tensorrt_provider_caches_engines_per_model_tensorrt_and_gpu_with_one_pr
 
     def options(model="a", tensorrt="10.14.1", gpu="NVIDIA-H100"):
         return tensorrt_provider_options(
-            model * 64, "1.24.1", tensorrt, gpu, "fp32", profile, metadata.inputs
+            model * 64, "1.24.1", tensorrt, gpu, "fp32", profile, metadata
         )
 
     first = options()
@@ -418,10 +419,17 @@ def test_tensorrt_provider_caches_engines_per_model_tensorrt_and_gpu_with_one_pr
     assert options(model="b")["trt_timing_cache_path"] == first["trt_timing_cache_path"]
     assert options(gpu="NVIDIA-L4")["trt_timing_cache_path"] != first["trt_timing_cache_path"]
     assert first["trt_engine_cache_enable"] and first["trt_timing_cache_enable"]
-    # The aperture input's profile follows the image's batch sizes.
-    assert first["trt_profile_min_shapes"] == "image:1x11x11x3,aperture:1"
-    assert first["trt_profile_opt_shapes"] == "image:1x1024x1536x3,aperture:1"
-    assert first["trt_profile_max_shapes"] == "image:4x2048x2048x3,aperture:4"
+    # The other inputs follow the image's batch sizes; the state runs from a photo's 1 x 1
+    # to the network's long side (64), with one map per blur and the sharp one (4).
+    assert first["trt_profile_min_shapes"] == (
+        "image:1x11x11x3,aperture:1,temporal_state:1x4x1x1,temporal_mix:1x2"
+    )
+    assert first["trt_profile_opt_shapes"] == (
+        "image:1x1024x1536x3,aperture:1,temporal_state:1x4x64x64,temporal_mix:1x2"
+    )
+    assert first["trt_profile_max_shapes"] == (
+        "image:4x2048x2048x3,aperture:4,temporal_state:1x4x64x64,temporal_mix:4x5"
+    )
 
 
 @pytest.mark.parametrize(("precision", "fp16"), [("fp32", False), ("fp16", True)])
@@ -433,7 +441,7 @@ def test_tensorrt_provider_runs_fp16_only_for_an_fp16_graph(
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     options = tensorrt_provider_options(
-        "a" * 64, "1.24.1", "10.14.1", "gpu", precision, build_profile(metadata), metadata.inputs
+        "a" * 64, "1.24.1", "10.14.1", "gpu", precision, build_profile(metadata), metadata
     )
     assert options["trt_fp16_enable"] is fp16
 

@@ -23,6 +23,7 @@ from torch import nn
 from dbsi.train.aperture import ApertureMix
 from dbsi.train.blur import GaussianBlurBank
 from dbsi.train.config import BokehConfig, network_side
+from dbsi.train.temporal import TemporalMix
 from dbsi.train.weight_predictor import WeightPredictor
 
 
@@ -69,6 +70,7 @@ class BokehRenderer(nn.Module):
         self.predictor = WeightPredictor(config.num_maps, config.width)
         self.blurs = GaussianBlurBank(config.kernel_sizes)
         self.aperture = ApertureMix(config.sigmas)
+        self.temporal = TemporalMix()
 
     def network_size(self, height, width) -> tuple:
         long_side = torch.sym_max(height, width)
@@ -81,8 +83,20 @@ class BokehRenderer(nn.Module):
     def forward(
         self, image: torch.Tensor, aperture: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``aperture``: one value per picture (``dbsi.train.aperture``); None renders as
-        trained (training never passes one)."""
+        """(bokeh, weights at the input size). ``aperture``: one value per picture
+        (``dbsi.train.aperture``); None renders as trained (training never passes one)."""
+        bokeh, weights, _ = self.render(image, aperture)
+        return bokeh, weights
+
+    def render(
+        self,
+        image: torch.Tensor,
+        aperture: torch.Tensor | None = None,
+        temporal: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(bokeh, weights at the input size, the maps each picture used at the network size,
+        before the aperture). ``temporal``: (state, mix) of ``dbsi.train.temporal``; None uses
+        each picture's own maps."""
         # The checks read values back to the host: impossible while tracing for export, and
         # forbidden while a CUDA graph is being captured.
         capturing = image.is_cuda and torch.cuda.is_current_stream_capturing()
@@ -96,9 +110,10 @@ class BokehRenderer(nn.Module):
         height, width = image.shape[-2:]
         net_h, net_w = self.network_size(height, width)
         small = resize_bilinear(image, net_h, net_w)
-        weights = self.predictor(small)
-        if aperture is not None:
-            weights = self.aperture(weights, aperture)
+        maps = self.predictor(small)
+        if temporal is not None:
+            maps = self.temporal(maps, *temporal)
+        weights = maps if aperture is None else self.aperture(maps, aperture)
         blurred = self.blurs(small)
         weights_full = resize_bilinear(weights, height, width)
         if self.config.mode == "paper":
@@ -106,4 +121,4 @@ class BokehRenderer(nn.Module):
         else:
             layers = [resize_bilinear(layer, height, width) for layer in blurred]
             bokeh = blend(weights_full, image, layers)
-        return bokeh, weights_full
+        return bokeh, weights_full, maps
