@@ -294,7 +294,7 @@ def test_runtime_and_cli_run_where_torch_cannot_be_imported(tiny_model, tmp_path
 def test_backend_interface_on_onnxruntime_cpu(tiny_model):
     with open_backend(tiny_model.path, provider="cpu") as backend:
         assert backend.name == "onnxruntime-cpu"
-        assert backend.outputs == ["bokeh", "weights"]
+        assert backend.outputs == ["bokeh", "weights", "temporal_maps"]
         assert backend.metadata == tiny_model.metadata
         assert backend.config["width"] == 0.125
         assert backend.accepts((2, 64, 96, 3)) is None
