@@ -185,8 +185,8 @@ def _conclude(
     help="Videos: how steady the blur stays from frame to frame. Each frame's weight maps "
     "carry this share of the previous frame's (an exponential average, restarted at scene "
     "cuts); every frame is still blurred from its own pixels. 0 renders each frame on its own; "
-    "0.5-0.8 removes the flicker of backgrounds. Graphs exported before it render frames on "
-    "their own.",
+    "0.5-0.8 steadies the maps (fast subjects trail by about 1/(1-S) frames). Graphs exported "
+    "before it render frames on their own.",
 )
 @click.option(
     "--video-codec",
