@@ -25,7 +25,7 @@ torch = pytest.importorskip("torch", reason="the graphs are exported from PyTorc
 from dbsi.export.checks import check_temporal_feed, reference_render  # noqa: E402
 from dbsi.export.parity import parity_failures, parity_stats  # noqa: E402
 from dbsi.runtime.registry import open_backend  # noqa: E402
-from tests.test_runtime_cli import export_tiny_model, generated  # noqa: E402
+from tests.test_runtime_cli import export_tiny_model, generated, run_cli  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 MAPS = 4
@@ -152,3 +152,48 @@ def test_a_graph_from_before_the_temporal_inputs_renders_but_refuses_a_feed():
         assert opened.run(batch)["bokeh"].shape == batch.shape
         with pytest.raises(ValueError, match="without the temporal inputs"):
             opened.run(batch, None, TemporalFeed.independent(1, opened.metadata.maps))
+
+
+def lossless_frames(path: Path) -> np.ndarray:
+    av = pytest.importorskip("av", reason="video needs PyAV")
+    with av.open(str(path)) as clip:
+        return np.stack([f.to_ndarray(format="bgr24") for f in clip.decode(video=0)])
+
+
+def test_a_smoothed_clip_starts_like_the_unsmoothed_one_and_then_differs(tiny, tmp_path):
+    from tests.test_runtime_video import write_clip
+
+    clip = write_clip(tmp_path / "clip.mkv", list(range(8)), codec="ffv1", pix_fmt="bgr0")
+    rendered = {}
+    for strength in ("0", "0.8"):
+        out = tmp_path / f"out-{strength}"
+        code, output = run_cli(
+            tiny.path,
+            clip,
+            "--out",
+            out,
+            "--temporal",
+            strength,
+            "--batch",
+            "3",
+            "--video-codec",
+            "ffv1",
+        )
+        assert code == 0, output
+        rendered[strength] = lossless_frames(out / clip.name)
+    assert "smoothed over time at 0.8 (scene cuts at: " in output
+    plain, smoothed = rendered["0"], rendered["0.8"]
+    assert len(smoothed) == len(plain) == 8
+    assert np.array_equal(smoothed[0], plain[0])  # the first frame carries nothing
+    assert any(not np.array_equal(a, b) for a, b in zip(smoothed[1:], plain[1:]))
+
+
+def test_a_graph_from_before_the_temporal_inputs_renders_video_frame_by_frame(tmp_path):
+    from tests.test_runtime_video import write_clip
+
+    clip = write_clip(tmp_path / "clip.mp4", list(range(4)), size=(64, 96))
+    model = DATA / "pre_aperture" / "model.onnx"
+    code, output = run_cli(model, clip, "--out", tmp_path / "out", "--temporal", "0.5")
+    assert code == 0, output
+    assert "--temporal 0.5 is ignored and every frame is rendered on its own" in output
+    assert (tmp_path / "out" / clip.name).is_file()
