@@ -1,4 +1,5 @@
-"""``bokeh-bench``: speed, parity, quality and scaling of DBSI models on every backend here."""
+"""``bokeh-bench``: speed, parity, quality, scaling and video of DBSI models on every backend
+here."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import click
 from dbsi.benchmarks.report import console_table, plot_scaling, write_reports
 from dbsi.runtime.cli import finite_numbers
 from dbsi.runtime.contract import APERTURE_RANGE
+from dbsi.runtime.registry import BACKENDS
 
 DEFAULT_CACHE = Path.home() / ".cache" / "dbsi-bokeh" / "bench"
 
@@ -116,7 +118,8 @@ def parse_sizes(values: tuple[str, ...], default: tuple) -> list[tuple[int, int]
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Benchmark DBSI bokeh models: speed at HD, parity against the PyTorch reference,
-    quality by the paper's protocol, and scaling with resolution and batch size.
+    quality by the paper's protocol, scaling with resolution and batch size, and video:
+    quality and flicker against true defocused clips, with and without temporal smoothing.
 
     Every command writes a console table plus JSON (all raw figures and the machine) and
     markdown reports into --out. Exit codes: 0 ok, 1 some check or item failed, 2 bad usage or
@@ -452,6 +455,64 @@ def soak(out, model, cache, count, size, backend, batch) -> None:
     finish(report, COLUMNS, out, "soak")
     if report["rows"][0]["exit_code"] != 0:
         fail(f"bokeh-run exited {report['rows'][0]['exit_code']}", code=1)
+
+
+@main.command()
+@click.argument("data", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Exported model to render with: ONNX or TensorRT .engine. Repeatable.",
+)
+@click.option(
+    "--backend",
+    "backends",
+    multiple=True,
+    type=click.Choice(BACKENDS),
+    help="bokeh-run's --backend, repeatable. Default: every backend here that opens the model "
+    "(each ONNX Runtime provider, OpenVINO when installed; TensorRT for an engine).",
+)
+@click.option(
+    "--temporal",
+    "strengths",
+    multiple=True,
+    type=click.FloatRange(0, 1, max_open=True),
+    callback=finite_numbers,
+    help="bokeh-run's --temporal strength, repeatable. Default: 0 and 0.6. Temporal 0 (every "
+    "frame on its own) always runs: the other rows are compared with it.",
+)
+@click.option(
+    "--batch", type=click.IntRange(1), default=4, show_default=True, help="Frames per inference."
+)
+@OUT_OPTION
+@environment_errors
+def video(data, models, backends, strengths, batch, out) -> None:
+    """Render every clip of DATA, a `bokeh-train synth --video` set, through bokeh-run's video
+    path (decode, render, lossless FFV1 encode) per model, backend and temporal strength, and
+    score it against the true defocused clip: frames/s (decoding and encoding included), PSNR
+    and SSIM (mean over frames, then clips) and flicker (the output's mean frame-to-frame
+    change, in 8-bit levels, where the truth stands still), over all clips and per camera kind
+    (static, pan). "flicker vs independent" and "PSNR change" compare each row with the same
+    model and backend at temporal 0. The noisy inputs get a row of their own for scale.
+    Exit code 1 when some clip failed.
+
+    Example: bokeh-bench video demo/clips --model demo/model.onnx --temporal 0 --temporal 0.6"""
+    from dbsi.benchmarks.video import COLUMNS, DEFAULT_STRENGTHS, video_report
+
+    report = video_report(
+        data,
+        models,
+        backends=backends,
+        strengths=strengths or DEFAULT_STRENGTHS,
+        batch=batch,
+        log=echo,
+    )
+    finish(report, COLUMNS, out, "video")
+    if any(r["failed"] for r in report["rows"]):
+        sys.exit(1)
 
 
 if __name__ == "__main__":
