@@ -487,9 +487,17 @@ def soak(out, model, cache, count, size, backend, batch) -> None:
 @click.option(
     "--batch", type=click.IntRange(1), default=4, show_default=True, help="Frames per inference."
 )
+@click.option(
+    "--strip",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also draw this PNG: three frames of the first static clip on the first backend, "
+    "input, each temporal strength and the truth, with each one's change since the frame "
+    "before (flicker shows as speckle where the scene stands still).",
+)
 @OUT_OPTION
 @environment_errors
-def video(data, models, backends, strengths, batch, out) -> None:
+def video(data, models, backends, strengths, batch, strip, out) -> None:
     """Render every clip of DATA, a `bokeh-train synth --video` set, through bokeh-run's video
     path (decode, render, lossless FFV1 encode) per model, backend and temporal strength, and
     score it against the true defocused clip: frames/s (decoding and encoding included), PSNR
@@ -508,6 +516,7 @@ def video(data, models, backends, strengths, batch, out) -> None:
         backends=backends,
         strengths=strengths or DEFAULT_STRENGTHS,
         batch=batch,
+        strip=strip,
         log=echo,
     )
     finish(report, COLUMNS, out, "video")

@@ -12,7 +12,7 @@ its kernel from the model's config.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -295,3 +295,32 @@ def describe(config: Any) -> str:
     """The model settings a reader needs beside its pictures."""
     kernels = "/".join(str(k) for k in config.kernel_sizes)
     return f"blur kernels {kernels}, network long side {config.net_long_side}"
+
+
+# Frame-to-frame change is a few levels: amplified so that a reader sees where it is.
+CHANGE_GAIN = 8
+
+
+def frame_change(clip: Mapping[int, np.ndarray], index: int) -> np.ndarray:
+    """|frame index - frame index-1| of a clip's uint8 H x W x 3 frames (by index), the
+    channels' mean shown in grey, amplified ``CHANGE_GAIN`` times (black: no change)."""
+    change = np.abs(clip[index].astype(np.int16) - clip[index - 1].astype(np.int16)).mean(axis=2)
+    grey = np.clip(change * CHANGE_GAIN, 0, 255).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=2)
+
+
+def video_section(
+    title: str, clips: Sequence[tuple[str, Mapping[int, np.ndarray]]], frames: Sequence[int]
+) -> Section:
+    """Rows of the given ``frames`` (indices >= 1) of labelled clips (uint8 H x W x 3 BGR
+    frames by index, each ``frames`` index and the one before it): each clip's frame, then for
+    every clip but the first (the input) how much it changed since the frame before
+    (``frame_change``): flicker shows as bright speckle where the scene stands still."""
+    if any(index < 1 for index in frames):
+        raise ValueError(f"frames {list(frames)}: the change needs the frame before, so from 1")
+    columns = [Column(label, [clip[i] for i in frames]) for label, clip in clips]
+    columns += [
+        Column(f"{label}: change x{CHANGE_GAIN}", [frame_change(clip, i) for i in frames])
+        for label, clip in clips[1:]
+    ]
+    return Section(title, [f"frame {i}" for i in frames], columns)

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from dbsi.benchmarks.contact_sheet import Section, draw_sheet, video_section
 from dbsi.benchmarks.machine import describe
 from dbsi.benchmarks.models import runtimes_for
 from dbsi.benchmarks.run_report import look_at_machine, progress_bar
@@ -285,6 +286,35 @@ def measure_row(
     return row, per_clip
 
 
+def picked_frames(path: Path, wanted: set[int]) -> dict[int, np.ndarray]:
+    """The ``wanted`` frames of a clip by index, BGR (only those are kept in memory)."""
+    return {i: f[..., ::-1] for i, f in enumerate(frames_of(path)) if i in wanted}
+
+
+def strip_section(
+    backend: Backend,
+    clip: Clip,
+    frames: int,
+    strengths: Sequence[float],
+    batch: int,
+    folder: Path,
+) -> Section:
+    """Three frames of ``clip`` (``frames`` long): its input, its render by ``backend`` at
+    each temporal strength, its truth, and how much each changed since the frame before."""
+    shown = sorted({max(1, frames * k // 4) for k in (1, 2, 3)})
+    wanted = {i for index in shown for i in (index - 1, index)}
+    clips = [("input", picked_frames(clip.original, wanted))]
+    for strength in strengths:
+        output, _, _ = render_clip(backend, clip, strength, batch, folder)
+        try:
+            clips.append((f"temporal {strength:g}", picked_frames(output, wanted)))
+        finally:
+            output.unlink()
+    clips.append(("ground truth", picked_frames(clip.bokeh, wanted)))
+    title = f"clip {clip.name} ({clip.camera} camera) on {backend.name}"
+    return video_section(title, clips, shown)
+
+
 def input_baseline(clips: Sequence[Clip]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The noisy inputs scored as if they were renders: the scale of the flicker figures."""
     label = {"model": "-", "backend": INPUT_BACKEND, "precision": "-", "temporal": None}
@@ -302,12 +332,14 @@ def video_report(
     backends: Sequence[str] = (),
     strengths: Sequence[float] = DEFAULT_STRENGTHS,
     batch: int = 4,
+    strip: Path | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """``bokeh-bench video``'s report (module docstring): a row per model x backend x temporal
     strength, after the inputs' own row. Temporal 0 always runs: the other rows are compared
     with it. ValueError or BackendError (one line) for a bad set, a model that is no exported
-    one, no lossless encoder here, or no backend that opens."""
+    one, no lossless encoder here, or no backend that opens. ``strip``: where to draw three
+    frames of the first static clip on the first backend (``strip_section``)."""
     manifest, clips = read_manifest(data)
     check_models(models)
     try:
@@ -324,6 +356,7 @@ def video_report(
     rows = [baseline]
     opened: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
+    drawn: list[Path] = []
     with tempfile.TemporaryDirectory(prefix="bokeh-bench-video-") as work:
         for model in models:
             for name, options in backend_runs(model, backends, gpu):
@@ -350,6 +383,13 @@ def video_report(
                         row, clip_rows = measure_row(backend, label, clips, batch, Path(work), log)
                         rows.append(row)
                         per_clip += clip_rows
+                    if strip is not None and not drawn:
+                        shown = next((c for c in clips if c.camera == "static"), clips[0])
+                        used = strengths if takes else [0.0]
+                        frames = int(manifest["frames"])
+                        section = strip_section(backend, shown, frames, used, batch, Path(work))
+                        drawn.append(draw_sheet([section], strip, title=f"{model}: {data}"))
+                        log(f"Strip: {strip}")
     if not opened:
         raise ValueError(
             "no backend could be opened here: " + "; ".join(s["reason"] for s in skipped)

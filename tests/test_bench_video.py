@@ -87,6 +87,7 @@ def bench(clips, tmp_path_factory) -> tuple[dict, str, Path]:
     model = export_jittery_model(tmp_path_factory.mktemp("model") / "jittery.onnx")
     out = tmp_path_factory.mktemp("bench")
     args = ["video", clips, "--model", model, "--batch", 4, "--out", out]
+    args += ["--strip", out / "strip.png"]
     for strength in STRENGTHS:
         args += ["--temporal", strength]
     result = invoke(*args)
@@ -146,6 +147,17 @@ def test_the_table_prints_and_both_reports_are_written(bench):
     assert "flicker vs independent" in output and "PSNR change dB" in output
     assert INPUT_BACKEND in output and "Machine: " in output
     assert "| flicker vs independent |" in (out / "video.md").read_text()
+
+
+def test_the_strip_shows_three_frames_of_each_clip_and_their_change(bench):
+    import cv2
+
+    _, output, out = bench
+    assert f"Strip: {out / 'strip.png'}" in output
+    strip = cv2.imread(str(out / "strip.png"))
+    # Input, the strengths and the truth, then the change of all but the input: 2n + 3
+    # columns side by side, three rows of frames.
+    assert strip is not None and strip.shape[1] > 2 * strip.shape[0]
 
 
 def test_the_truth_against_itself_has_no_flicker_and_the_noisy_input_some(clips):
