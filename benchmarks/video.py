@@ -45,7 +45,7 @@ DEFAULT_STRENGTHS = (0.0, 0.6)
 # The generator's own lossless codec and container: RGB in, RGB out, bit for bit.
 LOSSLESS = EncodeSettings(codec=CODEC)
 INPUT_BACKEND = "input (no render)"
-METRICS = ("psnr_db", "ssim", "flicker")
+METRICS = ("psnr_db", "ssim", "flicker", "maps_change")
 
 COLUMNS = [
     ("model", "model", ""),
@@ -63,6 +63,8 @@ COLUMNS = [
     ("PSNR pan", "psnr_db_pan", ".3f"),
     ("flicker static", "flicker_static", ".3f"),
     ("flicker pan", "flicker_pan", ".3f"),
+    ("maps change static", "maps_change_static", ".4f"),
+    ("maps change pan", "maps_change_pan", ".4f"),
     ("failed", "failed", "d"),
 ]
 
@@ -222,20 +224,44 @@ def quiet(line: str) -> None:
     its summary."""
 
 
+class MapsChange:
+    """The weight maps' mean change from one frame to the next: per pixel of the network
+    size, the L1 distance between the frames' K maps (0: still, 2: all weight moved), averaged
+    over pixels and frame pairs. What temporal smoothing steadies, before any pixel noise."""
+
+    def __init__(self) -> None:
+        self.previous: np.ndarray | None = None
+        self.total, self.pairs = 0.0, 0
+
+    def add(self, maps: np.ndarray) -> None:
+        """The next frames' maps, N x K x h x w, in order."""
+        frames = maps if self.previous is None else np.concatenate([self.previous, maps])
+        if len(frames) > 1:
+            self.total += float(np.abs(np.diff(frames, axis=0)).sum(axis=1).mean(axis=(1, 2)).sum())
+            self.pairs += len(frames) - 1
+        self.previous = frames[-1:]
+
+    @property
+    def mean(self) -> float | None:
+        return self.total / self.pairs if self.pairs else None
+
+
 def render_clip(
     backend: Backend, clip: Clip, strength: float, batch: int, folder: Path
-) -> tuple[Path, float, int]:
+) -> tuple[Path, float, int, float | None]:
     """Render ``clip`` as ``bokeh-run --temporal strength --video-codec ffv1`` does, into
-    ``folder``: (output, seconds, frames written). VideoError with the reason when it fails."""
+    ``folder``: (output, seconds, frames written, the maps' ``MapsChange``: None for a graph
+    without the maps output). VideoError with the reason when it fails."""
     job = Job(
         Source(clip.original, PurePath(clip.original.name)), folder / f"{clip.name}{EXTENSION}"
     )
     options = RunOptions(batch=batch, progress=False, temporal=strength)
-    run = VideoRun(backend, [job], options, LOSSLESS, report=quiet)
+    maps = MapsChange()
+    run = VideoRun(backend, [job], options, LOSSLESS, report=quiet, on_maps=maps.add)
     summary = run.execute()
     if summary.failures:
         raise VideoError(summary.failures[0].reason)
-    return job.output, summary.seconds, run.frames
+    return job.output, summary.seconds, run.frames, maps.mean
 
 
 def measure_row(
@@ -265,7 +291,7 @@ def measure_row(
         for clip in clips:
             entry = {**label, "clip": clip.name, "camera": clip.camera}
             try:
-                output, took, written = render_clip(backend, clip, strength, batch, folder)
+                output, took, written, maps = render_clip(backend, clip, strength, batch, folder)
                 try:
                     score = score_clip(clip.bokeh, output)
                 finally:
@@ -276,7 +302,7 @@ def measure_row(
             else:
                 seconds += took
                 frames += written
-                entry.update(score, seconds=took, frames_per_s=written / took)
+                entry.update(score, maps_change=maps, seconds=took, frames_per_s=written / took)
                 per_clip.append(entry)
                 scores.append(entry)
             bar.update()
@@ -305,7 +331,7 @@ def strip_section(
     wanted = {i for index in shown for i in (index - 1, index)}
     clips = [("input", picked_frames(clip.original, wanted))]
     for strength in strengths:
-        output, _, _ = render_clip(backend, clip, strength, batch, folder)
+        output = render_clip(backend, clip, strength, batch, folder)[0]
         try:
             clips.append((f"temporal {strength:g}", picked_frames(output, wanted)))
         finally:
@@ -435,4 +461,7 @@ def report_notes(clips: Sequence[Clip], per_clip: Sequence[dict[str, Any]], batc
         "flicker vs independent: the row's flicker over its temporal 0 row's (same model and "
         "backend); PSNR change: its PSNR minus that row's. Static and pan: the clips of each "
         "camera kind.",
+        "maps change: the weight maps' mean change from frame to frame, at the network size "
+        "(per pixel the L1 distance of the maps, 0 still, 2 all weight moved): what --temporal "
+        "steadies; the pixel flicker also holds the noise the blend keeps where it stays sharp.",
     ]

@@ -58,8 +58,12 @@ class VideoRun:
         settings: EncodeSettings,
         report: Callable[[str], None] = tqdm.write,
         stop: StopSignals | None = None,
+        on_maps: Callable[[np.ndarray], None] | None = None,
     ) -> None:
         self.backend = backend
+        #: called with the weight maps each batch's frames used (N x K x h x w, the graph's
+        #: ``temporal_maps``; graphs without it never call it): what benchmarks measure
+        self.on_maps = on_maps
         self.jobs = jobs
         self.options = options
         self.settings = settings
@@ -184,6 +188,8 @@ class VideoRun:
             rate = (time.perf_counter() - began) / pixels
         if smoother is not None:
             smoother.update(outputs[TEMPORAL_MAPS_NAME], count)
+        if self.on_maps is not None and TEMPORAL_MAPS_NAME in outputs:
+            self.on_maps(outputs[TEMPORAL_MAPS_NAME][:count])
         if self.seconds_per_pixel is None or rate < self.seconds_per_pixel:
             self.seconds_per_pixel = rate
         return outputs[OUTPUT_NAME][:count]

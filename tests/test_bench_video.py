@@ -9,6 +9,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -132,6 +133,10 @@ def test_smoothing_lowers_the_flicker_of_a_still_camera(bench):
             r for r in report["rows"] if r["backend"] == backend and r["temporal"] == 0.8
         ]
         assert smoothed["flicker_ratio_static"] < 1
+        independent = next(
+            r for r in report["rows"] if r["backend"] == backend and r["temporal"] == 0
+        )
+        assert smoothed["maps_change_static"] < 0.5 * independent["maps_change_static"]
         assert smoothed["psnr_change_db"] == pytest.approx(
             smoothed["psnr_db"]
             - next(
@@ -192,3 +197,15 @@ def test_a_model_that_is_not_exported_exits_2_with_one_line(clips, tmp_path, nam
     result = invoke("video", clips, "--model", model, "--out", tmp_path / "out")
     assert result.exit_code == 2
     assert result.output.count("\n") == 1 and message in result.output
+
+
+def test_maps_change_is_the_mean_l1_change_per_pixel_across_batches():
+    from dbsi.benchmarks.video import MapsChange
+
+    sharp = np.zeros((1, 2, 3, 4), np.float32)
+    sharp[:, 0] = 1
+    blurred = sharp[:, ::-1].copy()
+    change = MapsChange()
+    change.add(np.concatenate([sharp, sharp]))  # still: 0
+    change.add(blurred)  # every pixel's weight moved from one map to the other: 2
+    assert change.mean == pytest.approx(2 / 2)
