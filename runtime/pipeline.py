@@ -228,7 +228,8 @@ class Run:
             total=len(jobs),
             unit="img",
             desc="bokeh",
-            disable=not options.progress,
+            # No bar for a run of videos only: each clip has its own.
+            disable=not options.progress or not jobs,
             file=sys.stderr,
             mininterval=0.5,
         )
