@@ -243,6 +243,30 @@ def generated_files(out: Path) -> dict[int, list[Path]]:
     return found
 
 
+def claim_folder(
+    out: Path, manifest: str, generator: str, folders: list[str], items: str, force: bool
+) -> list[Path]:
+    """Take ``out`` for a generated set: the files in its ``folders``, after removing the
+    ``manifest`` (so an interrupted regeneration never looks complete). ValueError naming a
+    file when ``out`` holds files but no manifest of ``generator``'s, unless ``force``;
+    ``items`` names what the set holds in that message."""
+    try:
+        found = json.loads((out / manifest).read_text())
+        ours = isinstance(found, dict) and found.get("generator") == generator
+    except (OSError, ValueError):
+        ours = False
+    present = [p for folder in folders if (out / folder).is_dir() for p in (out / folder).iterdir()]
+    if not ours and (present or (out / manifest).exists()) and not force:
+        example = (present or [out / manifest])[0]
+        raise ValueError(
+            f"{out}: holds files (e.g. {example}) but no {manifest} from this generator; pick "
+            f"an empty folder or pass --force to write into it ({items} numbered >= --count are "
+            "then removed)"
+        )
+    (out / manifest).unlink(missing_ok=True)
+    return present
+
+
 def prepare_output(out: str | Path, count: int, force: bool = False) -> list[Path]:
     """Make ``out`` ready for a set of ``count`` scenes; returns the files removed.
 
@@ -255,23 +279,8 @@ def prepare_output(out: str | Path, count: int, force: bool = False) -> list[Pat
     Only files the generator's naming scheme produces are removed.
     """
     out = Path(out)
-    try:
-        manifest = json.loads((out / MANIFEST).read_text())
-        ours = isinstance(manifest, dict) and manifest.get("generator") == GENERATOR
-    except (OSError, ValueError):
-        ours = False
     existing = generated_files(out)
-    present = [
-        p for folder, _ in FILES if (out / folder).is_dir() for p in (out / folder).iterdir()
-    ]
-    if not ours and (present or (out / MANIFEST).exists()) and not force:
-        example = (present or [out / MANIFEST])[0]
-        raise ValueError(
-            f"{out}: holds files (e.g. {example}) but no {MANIFEST} from this generator; pick "
-            "an empty folder or pass --force to write into it (scenes numbered >= --count are "
-            "then removed)"
-        )
-    (out / MANIFEST).unlink(missing_ok=True)
+    claim_folder(out, MANIFEST, GENERATOR, [folder for folder, _ in FILES], "scenes", force)
     removed = [p for i, paths in sorted(existing.items()) if i >= count for p in paths]
     for path in removed:
         path.unlink()

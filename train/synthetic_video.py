@@ -60,6 +60,7 @@ from dbsi.train.synthetic import (
     SceneSpec,
     background_texture,
     circle_of_confusion,
+    claim_folder,
     disc_blur,
     shape_mask,
     shape_texture,
@@ -458,20 +459,7 @@ def prepare_output(out: str | Path, count: int, force: bool = False) -> list[Pat
     numbered >= ``count``; a folder with files but no manifest of ours is refused (ValueError)
     unless ``force``. Only files named as this generator names them are removed."""
     out = Path(out)
-    try:
-        manifest = json.loads((out / MANIFEST).read_text())
-        ours = isinstance(manifest, dict) and manifest.get("generator") == GENERATOR
-    except (OSError, ValueError):
-        ours = False
-    present = [p for folder in FOLDERS if (out / folder).is_dir() for p in (out / folder).iterdir()]
-    if not ours and (present or (out / MANIFEST).exists()) and not force:
-        example = (present or [out / MANIFEST])[0]
-        raise ValueError(
-            f"{out}: holds files (e.g. {example}) but no {MANIFEST} from this generator; pick an "
-            "empty folder or pass --force to write into it (clips numbered >= --count are then "
-            "removed)"
-        )
-    (out / MANIFEST).unlink(missing_ok=True)
+    present = claim_folder(out, MANIFEST, GENERATOR, list(FOLDERS), "clips", force)
     removed = sorted(
         p
         for p in present
