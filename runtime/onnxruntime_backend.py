@@ -141,7 +141,6 @@ def tensorrt_provider_options(
     ort_version: str,
     tensorrt_version: str,
     gpu: str,
-    precision: str,
     profile: Profile,
     metadata: GraphMetadata,
 ) -> dict[str, object]:
@@ -172,10 +171,10 @@ def tensorrt_provider_options(
         "trt_engine_cache_path": str(engines),
         "trt_timing_cache_enable": True,
         "trt_timing_cache_path": str(timing),
-        "trt_fp16_enable": precision == "fp16",
+        "trt_fp16_enable": metadata.precision == "fp16",
         # Q/DQ graphs need the int8 flag on this provider (microsoft/onnxruntime#13381);
         # their scales come from the graph, no calibration table is involved.
-        "trt_int8_enable": precision == "int8-tensorrt",
+        "trt_int8_enable": metadata.precision == "int8-tensorrt",
         **ort_profile_options(profile, metadata),
     }
 
@@ -266,7 +265,6 @@ class OnnxRuntimeBackend(Backend):
                 ort.__version__,
                 installed_tensorrt_version(),
                 gpu_label(),
-                metadata.precision,
                 self._profile,
                 metadata,
             )

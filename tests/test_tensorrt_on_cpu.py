@@ -407,9 +407,7 @@ def test_tensorrt_provider_caches_engines_per_model_tensorrt_and_gpu_with_one_pr
     profile = build_profile(metadata)
 
     def options(model="a", tensorrt="10.14.1", gpu="NVIDIA-H100"):
-        return tensorrt_provider_options(
-            model * 64, "1.24.1", tensorrt, gpu, "fp32", profile, metadata
-        )
+        return tensorrt_provider_options(model * 64, "1.24.1", tensorrt, gpu, profile, metadata)
 
     first = options()
     engines = first["trt_engine_cache_path"]
@@ -440,8 +438,9 @@ def test_tensorrt_provider_runs_fp16_only_for_an_fp16_graph(
     from dbsi.runtime.profile import build_profile
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    graph = metadata.replace(precision=precision)
     options = tensorrt_provider_options(
-        "a" * 64, "1.24.1", "10.14.1", "gpu", precision, build_profile(metadata), metadata
+        "a" * 64, "1.24.1", "10.14.1", "gpu", build_profile(graph), graph
     )
     assert options["trt_fp16_enable"] is fp16
 
