@@ -1,5 +1,5 @@
-"""``bokeh-bench``: speed, parity, quality, scaling and video of DBSI models on every backend
-here."""
+"""``bokeh-bench``: speed, parity, quality, scaling, per-layer profiles and video of DBSI
+models on every backend here."""
 
 from __future__ import annotations
 
@@ -118,7 +118,8 @@ def parse_sizes(values: tuple[str, ...], default: tuple) -> list[tuple[int, int]
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Benchmark DBSI bokeh models: speed at HD, parity against the PyTorch reference,
-    quality by the paper's protocol, scaling with resolution and batch size, and video:
+    quality by the paper's protocol, scaling with resolution and batch size, where a graph's
+    time goes layer by layer on the CPU runtimes (profile), and video:
     quality and flicker against true defocused clips, with and without temporal smoothing.
 
     Every command writes a console table plus JSON (all raw figures and the machine) and
@@ -371,6 +372,44 @@ def scaling(models, out, repeats, warmup, cache, sizes, batches, batch_at) -> No
     finish(report, COLUMNS, out, "scaling")
     png = plot_scaling(report["rows"], out / "scaling.png")
     click.echo(f"Plot: {png}")
+
+
+@main.command()
+@common_options
+@timing_options
+@click.option(
+    "--size",
+    "sizes",
+    multiple=True,
+    metavar="HxW",
+    help="Picture size, repeatable; 4k for 2160x3840. Default: 1024x1536 and 4K.",
+)
+@click.option(
+    "--backend",
+    "backends",
+    multiple=True,
+    type=click.Choice(["openvino", "onnxruntime"]),
+    help="Profiler to run, repeatable. Default: both.",
+)
+@environment_errors
+def profile(models, out, repeats, warmup, cache, sizes, backends) -> None:
+    """Where an ONNX graph's time goes on this CPU, from OpenVINO's per-layer counters and
+    ONNX Runtime's profiling trace: milliseconds per call by layer kind and the kernel that
+    ran it (an int8 layer on reference code shows here), and the slowest single layers. Each
+    backend runs as bokeh-run opens it. For speed figures use `speed`."""
+    from dbsi.benchmarks.layer_profile import COLUMNS, PROFILERS, profile_report
+    from dbsi.benchmarks.speed import parse_size
+
+    report = profile_report(
+        models,
+        cache,
+        parse_sizes(sizes, ((1024, 1536), parse_size("4k"))),
+        list(backends) or list(PROFILERS),
+        warmup=3 if warmup is None else warmup,
+        repeats=repeats or 3,
+        log=echo,
+    )
+    finish(report, COLUMNS, out, "profile")
 
 
 @main.command()

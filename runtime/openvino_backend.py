@@ -66,6 +66,12 @@ def graph_props(model) -> dict[str, str]:
     }
 
 
+def compile_config(hint: str) -> dict[str, str]:
+    """The CPU plugin's settings for a precision ``hint`` (a key of ``PRECISIONS``): that
+    precision, never OpenVINO's own choice, and one request on every core."""
+    return {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
+
+
 class OpenVINOBackend(Backend):
     """A DBSI ONNX graph compiled by OpenVINO for the CPU."""
 
@@ -97,7 +103,7 @@ class OpenVINOBackend(Backend):
         if OUTPUT_NAME not in self.outputs:
             raise BackendError(f"{self.path}: the graph has no 'bokeh' output ({self.outputs})")
         self._core, self._model = core, model
-        self._config = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
+        self._config = compile_config(hint)
         self._compiled = self._compile(model)
         self._request = self._compiled.create_infer_request()
         # Batches met per shape, and the requests of the shapes with a model of their own.

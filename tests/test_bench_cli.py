@@ -196,6 +196,52 @@ def test_scaling_writes_a_png_of_the_curves(tiny, tmp_path):
     assert all(r["ms_per_megapixel"] > 0 for r in report["rows"])
 
 
+def test_profile_sums_every_cpu_runtimes_layers_by_kind_and_kernel(tiny, tmp_path):
+    result = invoke(
+        "profile", "--model", tiny["onnx"], "--size", "64x96", "--repeats", "1", "--warmup", "0",
+        "--out", tmp_path,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "profile.json").read_text())
+    backends = ["onnxruntime"] + (["openvino"] if importlib.util.find_spec("openvino") else [])
+    assert sorted(p["backend"] for p in report["profiles"]) == sorted(backends)
+    for backend in backends:
+        rows = [r for r in report["rows"] if r["backend"] == backend]
+        assert sum(r["share_pct"] for r in rows) == pytest.approx(100)
+        # Every one of the predictor's convolutions (and the blur's) ran somewhere.
+        assert sum(r["layers"] for r in rows if "Conv" in r["kind"]) >= 10
+        profile = next(p for p in report["profiles"] if p["backend"] == backend)
+        assert profile["total_ms"] == pytest.approx(sum(r["ms"] for r in rows))
+        assert profile["slowest"][0]["ms"] == max(r["ms"] for r in profile["slowest"])
+
+
+def test_profile_takes_only_onnx_graphs(tiny, tmp_path):
+    result = invoke("profile", "--model", tiny["checkpoint"], "--out", tmp_path)
+    assert result.exit_code == 2
+    assert "profile takes ONNX graphs (.onnx), not .pt" in result.output
+
+
+def test_an_onnxruntime_trace_counts_only_its_last_runs():
+    from dbsi.benchmarks.layer_profile import trace_layers
+
+    def node(name, op, ts, dur):
+        args = {"op_name": op, "provider": "CPUExecutionProvider"}
+        return {"cat": "Node", "name": f"{name}_kernel_time", "ts": ts, "dur": dur, "args": args}
+
+    events = [
+        {"cat": "Session", "name": "model_run", "ts": 0, "dur": 100},
+        node("conv1", "Conv", 10, 90),  # the warm-up run
+        {"cat": "Session", "name": "model_run", "ts": 200, "dur": 100},
+        node("conv1", "Conv", 210, 30),
+        {"cat": "Node", "name": "conv1_fence_before", "ts": 205, "dur": 1, "args": {}},
+        {"cat": "Session", "name": "model_run", "ts": 400, "dur": 100},
+        node("conv1", "Conv", 410, 50),
+    ]
+    (layer,) = trace_layers(events, repeats=2)
+    assert (layer.name, layer.kind, layer.kernel) == ("conv1", "Conv", "CPU")
+    assert layer.ms == pytest.approx(0.040)
+
+
 def write_pairs(root, count=2):
     for sub in ("original", "bokeh"):
         (root / sub).mkdir(parents=True)
@@ -352,6 +398,7 @@ def test_quality_with_a_split_file_scores_only_its_val_pairs(tiny, tmp_path, mon
         (["speed", "--model", "/no/such/model.onnx"], "/no/such/model.onnx: no such model file"),
         (["speed", "--size", "1024by1536"], "is not HEIGHTxWIDTH"),
         (["quality", "/no/such/folder"], "/no/such/folder: no such data folder"),
+        (["profile", "--model", "/no/such/model.onnx"], "/no/such/model.onnx: no such ONNX file"),
     ],
 )
 def test_bad_usage_exits_2_with_a_one_line_reason(args, message, tmp_path):
