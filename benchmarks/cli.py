@@ -388,8 +388,9 @@ def scaling(models, out, repeats, warmup, cache, sizes, batches, batch_at) -> No
     "--backend",
     "backends",
     multiple=True,
-    type=click.Choice(["openvino", "onnxruntime"]),
-    help="Profiler to run, repeatable. Default: both.",
+    type=click.Choice(["openvino", "onnxruntime", "openvino-bf16"]),
+    help="Profiler to run, repeatable. Default: openvino and onnxruntime (openvino-bf16: "
+    "OpenVINO computing the graph in bf16, as bokeh-run --openvino-precision bf16).",
 )
 @environment_errors
 def profile(models, out, repeats, warmup, cache, sizes, backends) -> None:
@@ -397,14 +398,14 @@ def profile(models, out, repeats, warmup, cache, sizes, backends) -> None:
     ONNX Runtime's profiling trace: milliseconds per call by layer kind and the kernel that
     ran it (an int8 layer on reference code shows here), and the slowest single layers. Each
     backend runs as bokeh-run opens it. For speed figures use `speed`."""
-    from dbsi.benchmarks.layer_profile import COLUMNS, PROFILERS, profile_report
+    from dbsi.benchmarks.layer_profile import COLUMNS, DEFAULT_PROFILERS, profile_report
     from dbsi.benchmarks.speed import parse_size
 
     report = profile_report(
         models,
         cache,
         parse_sizes(sizes, ((1024, 1536), parse_size("4k"))),
-        list(backends) or list(PROFILERS),
+        list(backends) or list(DEFAULT_PROFILERS),
         warmup=3 if warmup is None else warmup,
         repeats=repeats or 3,
         log=echo,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import json
 import tempfile
 from collections.abc import Callable, Sequence
@@ -26,7 +27,9 @@ import numpy as np
 
 from dbsi.runtime.contract import GraphMetadata, TemporalFeed, graph_inputs
 
-PROFILERS = ("openvino", "onnxruntime")
+PROFILERS = ("openvino", "onnxruntime", "openvino-bf16")
+# What runs when none is named: bf16 only on request (it stalls on some CPUs: README).
+DEFAULT_PROFILERS = PROFILERS[:2]
 COLUMNS = [
     ("backend", "backend", ""),
     ("size", "size", ""),
@@ -61,17 +64,20 @@ def profile_feed(metadata: GraphMetadata, height: int, width: int) -> dict[str, 
     return graph_inputs(metadata.inputs, batch, None, temporal)
 
 
-def openvino_layers(path: Path, feed: dict[str, np.ndarray], warmup: int, repeats: int) -> list:
+def openvino_layers(
+    path: Path, feed: dict[str, np.ndarray], warmup: int, repeats: int, hint: str = "f32"
+) -> list[LayerTime]:
     """Per-layer times of ``path`` on OpenVINO's CPU plugin, compiled for the feed's shapes
-    with ``bokeh-run``'s settings, averaged over ``repeats`` calls after ``warmup``."""
+    with ``bokeh-run``'s settings at precision ``hint``, averaged over ``repeats`` calls after
+    ``warmup``."""
     import openvino as ov
 
-    from dbsi.runtime.openvino_backend import compile_config
+    from dbsi.runtime.openvino_backend import compile_config, model_for_hint
 
     core = ov.Core()
-    model = core.read_model(str(path))
+    model = model_for_hint(ov, core, core.read_model(str(path)), hint)
     model.reshape({name: list(values.shape) for name, values in feed.items()})
-    config = compile_config("f32") | {"PERF_COUNT": True}
+    config = compile_config(hint) | {"PERF_COUNT": True}
     request = core.compile_model(model, "CPU", config).create_infer_request()
     for _ in range(warmup):
         request.infer(feed)
@@ -133,6 +139,7 @@ def trace_layers(events: Sequence[dict[str, Any]], repeats: int) -> list[LayerTi
 LAYER_SOURCES: dict[str, Callable[..., list[LayerTime]]] = {
     "openvino": openvino_layers,
     "onnxruntime": onnxruntime_layers,
+    "openvino-bf16": functools.partial(openvino_layers, hint="bf16"),
 }
 
 

@@ -13,6 +13,11 @@ directly and runs the int8 ``cpu`` flavour's u8 x i8 convolutions fastest on x86
   compile, so compiling every new shape made a folder of mixed sizes slower (each photo of a
   new size paid the compilation), while a folder of one size (a camera's) gains from its
   second photo on.
+- bf16 keeps the blur bank in f32: compiled for bf16 on an AVX-512 BF16 CPU, a grouped
+  convolution with a 1 x K kernel, K >= 15 (the blur's row passes), never finishes compiling
+  (measured with OpenVINO 2026.4.1 on an Intel Xeon without AMX; K <= 14 and K x 1 compile at
+  once), the same oneDNN depthwise family whose f16 kernel hangs in PyTorch
+  (``dbsi.benchmarks.torch_renders``). A Gaussian tail is below a bf16 step anyway.
 - Inference threads are OpenVINO's (``PERFORMANCE_HINT`` LATENCY: one request, every core);
   ``bokeh-run --workers`` sizes only the decode and encode threads around it.
 - The graph's ``dbsi.*`` metadata_props come through OpenVINO's runtime info, under
@@ -66,6 +71,56 @@ def graph_props(model) -> dict[str, str]:
     }
 
 
+def blur_convolutions(model: Any) -> list[str]:
+    """The friendly names of the blur bank's layers in an OpenVINO model: the grouped
+    convolutions that read a Pad (the predictor's convolutions pad themselves)."""
+    return [
+        op.get_friendly_name()
+        for op in model.get_ordered_ops()
+        if op.get_type_name() == "GroupConvolution"
+        and op.input_value(0).get_node().get_type_name() == "Pad"
+    ]
+
+
+def keep_in_f32(ov: Any, core: Any, model: Any, names: Sequence[str]) -> Any:
+    """A copy of ``model`` whose layers ``names`` the CPU plugin keeps in their own precision
+    under a bf16 or f16 hint. The mark is the runtime-info attribute
+    ``DisablePrecisionConversion`` (``ov::disable_conversion``,
+    src/common/transformations/include/transformations/rt_info/disable_precision_conversion.hpp),
+    which the CPU plugin's ``Graph::EnforceInferencePrecision`` honours for bf16
+    (openvinotoolkit/openvino#21440). Python cannot set it on a model in memory (its value is a
+    C++ type), so it is written into the model's IR and the IR read back, all in memory."""
+    import tempfile
+    from xml.etree import ElementTree
+
+    with tempfile.TemporaryDirectory(prefix="dbsi-openvino-") as folder:
+        xml = Path(folder) / "model.xml"
+        ov.save_model(model, str(xml), compress_to_fp16=False)
+        tree = ElementTree.parse(xml)
+        weights = np.fromfile(xml.with_suffix(".bin"), np.uint8)
+    wanted = set(names)
+    for layer in tree.getroot().iter("layer"):
+        if layer.get("name") in wanted:
+            info = layer.find("rt_info")
+            if info is None:
+                info = ElementTree.SubElement(layer, "rt_info")
+            ElementTree.SubElement(
+                info,
+                "attribute",
+                {"name": "DisablePrecisionConversion", "version": "0", "value": "dynamic:f16"},
+            )
+    text = ElementTree.tostring(tree.getroot(), encoding="unicode")
+    return core.read_model(text, ov.Tensor(weights))
+
+
+def model_for_hint(ov: Any, core: Any, model: Any, hint: str) -> Any:
+    """``model`` as the CPU plugin is to compile it at precision ``hint``: under bf16 with the
+    blur bank kept in f32 (see the module docstring)."""
+    if hint == "bf16":
+        return keep_in_f32(ov, core, model, blur_convolutions(model))
+    return model
+
+
 def compile_config(hint: str) -> dict[str, str]:
     """The CPU plugin's settings for a precision ``hint`` (a key of ``PRECISIONS``): that
     precision, never OpenVINO's own choice, and one request on every core."""
@@ -102,9 +157,9 @@ class OpenVINOBackend(Backend):
         self.outputs = [port.get_any_name() for port in model.outputs]
         if OUTPUT_NAME not in self.outputs:
             raise BackendError(f"{self.path}: the graph has no 'bokeh' output ({self.outputs})")
-        self._core, self._model = core, model
+        self._core, self._model = core, model_for_hint(ov, core, model, hint)
         self._config = compile_config(hint)
-        self._compiled = self._compile(model)
+        self._compiled = self._compile(self._model)
         self._request = self._compiled.create_infer_request()
         # Batches met per shape, and the requests of the shapes with a model of their own.
         self._seen: collections.Counter[tuple] = collections.Counter()
