@@ -148,7 +148,7 @@ class PreemptedBackend(IdentityBackend):
 
     def _run(self, batch, apertures, temporal):
         if len(self.batches) + 1 == self.at:
-            os.kill(os.getpid(), signal.SIGTERM)
+            signal.raise_signal(signal.SIGTERM)
         return super()._run(batch, apertures, temporal)
 
 

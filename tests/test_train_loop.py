@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 
 import pytest
@@ -88,7 +87,7 @@ def interrupt_at_step(monkeypatch, step):
 
     def train_step(self, batch):
         if self.step + 1 == step:
-            os.kill(os.getpid(), signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
         return original(self, batch)
 
     monkeypatch.setattr(PhaseRun, "train_step", train_step)
