@@ -9,6 +9,7 @@ with an ONNX Runtime session, and judge them with ``dbsi.export.parity``.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 from pathlib import Path
 from typing import Any
@@ -191,6 +192,17 @@ def onnx_session(path: str | Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+def return_freed_memory() -> None:
+    """Hand the C heap's free pages back to the system (glibc's ``malloc_trim``; a no-op on a
+    C library without it). A full-size render frees gigabytes into glibc's heap, which keeps
+    most of them: without a trim after each photo batch, the checks' resident size crept from
+    0.6 to 1.3 GiB between renders and peaked 0.3 GiB higher (full-width int8 graph, measured).
+    """
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+
+
 def compare_with_reference(
     session: ort.InferenceSession,
     metadata: GraphMetadata,
@@ -229,6 +241,8 @@ def compare_with_reference(
                 "passed": not failures,
             }
         )
+        del got, want
+        return_freed_memory()
     return rows
 
 

@@ -4,6 +4,7 @@ size 128 to keep CPU time down), fp32 and fp16, each exported once per session."
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import onnx
@@ -11,7 +12,13 @@ import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, numpy_helper
 
-from dbsi.export.checks import check_photos, onnx_session, photo_cases, run_checks
+from dbsi.export.checks import (
+    check_photos,
+    onnx_session,
+    photo_cases,
+    return_freed_memory,
+    run_checks,
+)
 from dbsi.export.cli import main
 from dbsi.export.fp16 import convert_to_fp16
 from dbsi.export.metadata import read_metadata
@@ -289,3 +296,24 @@ def test_export_checks_and_benchmarks_use_the_same_bgr_photos():
     assert real and np.array_equal(photos["coffee"], data.coffee()[..., ::-1])
     portrait = check_photos()["coffee portrait 600x400"][0]
     assert np.array_equal(portrait, photos["coffee"].transpose(1, 0, 2))
+
+
+def test_returning_freed_memory_gives_freed_heap_pages_back_to_the_system():
+    import ctypes
+
+    if getattr(ctypes.CDLL(None), "malloc_trim", None) is None:
+        pytest.skip("this C library has no malloc_trim (not glibc)")
+
+    def resident_mib() -> float:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    # 300 MB in blocks below glibc's mmap threshold, the last kept: the freed ones lie below
+    # it in the heap, where free() alone never returns them.
+    blocks = [np.ones(100_000 // 8) for _ in range(3000)]
+    kept = blocks[-1]
+    del blocks
+    before = resident_mib()
+    return_freed_memory()
+    assert resident_mib() < before - 200
+    assert kept.sum() == kept.size
