@@ -72,9 +72,9 @@ def openvino_layers(
     ``warmup``."""
     import openvino as ov
 
-    from dbsi.runtime.openvino_backend import compile_config, model_for_hint
+    from dbsi.runtime.openvino_backend import compile_config, model_for_hint, process_core
 
-    core = ov.Core()
+    core = process_core()
     model = model_for_hint(ov, core, core.read_model(str(path)), hint)
     model.reshape({name: list(values.shape) for name, values in feed.items()})
     config = compile_config(hint) | {"PERF_COUNT": True}

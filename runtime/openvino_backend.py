@@ -20,6 +20,7 @@ directly and runs the int8 ``cpu`` flavour's u8 x i8 convolutions fastest on x86
   (``dbsi.benchmarks.torch_renders``). A Gaussian tail is below a bf16 step anyway.
 - Inference threads are OpenVINO's (``PERFORMANCE_HINT`` LATENCY: one request, every core);
   ``bokeh-run --workers`` sizes only the decode and encode threads around it.
+- One ``Core`` serves the whole process and is never destroyed (``process_core``): see there.
 - The graph's ``dbsi.*`` metadata_props come through OpenVINO's runtime info, under
   ``framework`` (openvinotoolkit/openvino#13712).
 """
@@ -27,6 +28,7 @@ directly and runs the int8 ``cpu`` flavour's u8 x i8 convolutions fastest on x86
 from __future__ import annotations
 
 import collections
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -57,6 +59,22 @@ def _import_openvino():
             "openvino is not installed: pip install 'dbsi-bokeh[cpu]' (it brings OpenVINO)"
         ) from exc
     return openvino
+
+
+@functools.cache
+def process_core() -> Any:
+    """The process's one OpenVINO ``Core``, kept until the process exits.
+
+    Why never destroyed: the CPU plugin a Core loads gives the loading thread an alternate
+    signal stack (``SigAltStackSetup``, src/plugins/intel_cpu/src/sigstack_manager.cpp,
+    openvinotoolkit/openvino#11894) and unmaps it in its destructor, putting the old one back
+    with ``sigaltstack``, which acts on the calling thread only. Python runs its signal handlers
+    on the alternate stack (``SA_ONSTACK`` since 3.10, bpo-43390). A Core destroyed on another
+    thread (a garbage collection there, a worker dropping the last reference) so left the
+    loading thread a stack that no longer exists, and the next signal handled there killed the
+    process with SIGSEGV: every time in ``tests/openvino_signal_stack.py``, and the cause of
+    the crashes of full test runs (docs/DESIGN.md section 6)."""
+    return _import_openvino().Core()
 
 
 def graph_props(model) -> dict[str, str]:
@@ -140,13 +158,20 @@ class OpenVINOBackend(Backend):
         hint = openvino_precision or "f32"
         if hint not in PRECISIONS:
             raise BackendError(f"OpenVINO precision {hint!r} is not one of {', '.join(PRECISIONS)}")
-        core = ov.Core()
+        core = process_core()
         try:
             model = core.read_model(str(self.path))
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses per failure
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise BackendError(f"{self.path}: OpenVINO cannot read it ({first_line})") from exc
         self.metadata = GraphMetadata.from_props(graph_props(model), str(self.path))
+        if hint != "f32" and self.metadata.precision != "fp32":
+            # An int8 graph's float layers would compute in bf16 under a label that says int8
+            # (and ran slower than in f32 on an AVX-512 BF16 Xeon without AMX, measured).
+            raise BackendError(
+                f"{self.path}: OpenVINO precision {hint} applies to fp32 graphs, this one is "
+                f"{self.metadata.precision}"
+            )
         inputs = [
             (port.get_any_name(), port.get_element_type().get_type_name()) for port in model.inputs
         ]
@@ -203,11 +228,9 @@ class OpenVINOBackend(Backend):
 
     @property
     def precision(self) -> str:
-        """The graph's precision, or bf16 when OpenVINO was asked to compute an fp32 graph in
-        bf16."""
-        if self._hint == "bf16" and self.metadata.precision == "fp32":
-            return PRECISIONS[self._hint]
-        return self.metadata.precision
+        """The graph's precision, or bf16 when OpenVINO was asked to compute the (fp32) graph
+        in bf16."""
+        return PRECISIONS[self._hint] if self._hint == "bf16" else self.metadata.precision
 
     def accepts(self, shape: Sequence[int]) -> str | None:
         side = self.metadata.min_input_side, self.metadata.max_input_side
@@ -223,9 +246,7 @@ class OpenVINOBackend(Backend):
         return {name: np.array(results[name], copy=True) for name in self.outputs}
 
     def close(self) -> None:
-        # The Core too, so the CPU plugin is destroyed here, on the closing thread: destroyed
-        # by a garbage collection on another thread, it frees the alternate signal stack it
-        # gave the thread that loaded it without restoring it there, and the next signal to
-        # that thread crashes the process (seen in this suite: docs/DESIGN.md section 6).
+        # The compiled models and their buffers go now; the Core is the process's
+        # (``process_core``) and stays.
         self._request = self._compiled = self._model = self._core = None
         self._static.clear()

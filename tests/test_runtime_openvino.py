@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -136,6 +137,18 @@ def test_the_openvino_precision_option_is_refused_for_onnxruntime(tiny_model):
         open_backend(tiny_model.path, "onnxruntime", openvino_precision="bf16")
 
 
+def test_a_bf16_hint_is_refused_for_a_graph_that_is_not_fp32(tiny_model, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(str(tiny_model.path))
+    for prop in model.metadata_props:
+        if prop.key == "dbsi.precision":
+            prop.value = "int8-cpu"
+    labelled = tmp_path / "int8.onnx"
+    onnx.save(model, str(labelled))
+    with pytest.raises(BackendError, match="int8.onnx: OpenVINO precision bf16 applies to fp32"):
+        open_backend(labelled, "openvino", openvino_precision="bf16")
+
+
 def static_image_shapes(backend) -> list[tuple[int, ...]]:
     """The image shapes of the models compiled for their shapes, in the order compiled."""
     return [dict(key)["image"] for key in backend._static]
@@ -195,3 +208,20 @@ def test_openvino_refuses_an_aperture_for_a_graph_exported_before_it(tmp_path):
         "--backend", "openvino", "--aperture", "2",
     )  # fmt: skip
     assert code == 2 and "exported without the aperture input" in output, output
+
+
+def test_an_openvino_backend_dropped_on_another_thread_leaves_the_signal_stack_in_place(
+    tiny_model,
+):
+    # A process of its own: without the fix the reproducer dies of SIGSEGV (docs/DESIGN.md
+    # section 6), and it changes the main thread's signal state on purpose.
+    reproducer = Path(__file__).with_name("openvino_signal_stack.py")
+    done = subprocess.run(
+        [sys.executable, str(reproducer), str(tiny_model.path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "dropped on another thread: mapped" in done.stdout
+    assert "handled SIGUSR1" in done.stdout

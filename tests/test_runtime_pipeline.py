@@ -152,12 +152,8 @@ class PreemptedBackend(IdentityBackend):
         return super()._run(batch, apertures, temporal)
 
 
-# In a process of its own: the signal must reach a main thread whose state no earlier test
-# touched. (OpenVINO's CPU plugin gives the thread that loads it an alternate signal stack and
-# unmaps it when the plugin is destroyed, restoring the old one only when that happens on the
-# same thread; once a garbage collection on another thread has destroyed a plugin, the next
-# signal to the main thread of this pytest process kills it with SIGSEGV. bokeh-run keeps its
-# backend, so its stack, alive until it exits.)
+# In a process of its own: the signal must reach a main thread whose signal state no earlier
+# test touched.
 PREEMPTED = """
 import signal, sys
 from pathlib import Path
