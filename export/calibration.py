@@ -167,14 +167,15 @@ class TensorStatistics:
 
 
 def tensors_to_calibrate(model: onnx.ModelProto, nodes: Sequence[str]) -> list[str]:
-    """The activations around the named nodes (their first input and their output), which
-    the quantizer gives Q/DQ pairs and so needs ranges for."""
+    """The activations around the named nodes (every input that is not a weight, and their
+    output), which the quantizer gives Q/DQ pairs and so needs ranges for."""
     wanted = set(nodes)
+    weights = {tensor.name for tensor in model.graph.initializer}
     names: list[str] = []
     for node in model.graph.node:
         if node.name in wanted:
-            for name in (node.input[0], node.output[0]):
-                if name not in names:
+            for name in (*node.input, node.output[0]):
+                if name and name not in weights and name not in names:
                     names.append(name)
     return names
 

@@ -21,7 +21,12 @@ from dbsi.export.calibration import (
 from dbsi.export.calibration_graph import reduction_graph, reduction_order
 from dbsi.export.checks import check_photos, photo_cases
 from dbsi.export.cli import main
-from dbsi.export.int8 import convolutions_to_quantize, predictor_convolutions
+from dbsi.export.int8 import (
+    FLAVOURS,
+    convolutions_to_quantize,
+    nodes_to_quantize,
+    predictor_convolutions,
+)
 from dbsi.export.metadata import model_metadata, read_metadata
 from dbsi.export.parity import parity_failures, parity_stats
 from dbsi.export.tensorrt_rules import tensor_types, tensorrt_problems
@@ -161,6 +166,15 @@ def test_only_the_predictors_convolutions_are_quantized_and_not_its_first(export
     assert not any(
         n.op_type in ("Softmax", "Resize") and n.input[0] in dequantized for n in model.graph.node
     )
+
+
+def test_the_cpu_flavour_folds_the_predictors_relus_into_its_quantized_convolutions(
+    exports, fp32_graph
+):
+    graphs = {"fp32": fp32_graph, **{f: onnx.load(str(exports[f][1])) for f in FLAVOURS}}
+    relus = {name: sum(n.op_type == "Relu" for n in m.graph.node) for name, m in graphs.items()}
+    # Only the ReLU after the float first convolution is left in the cpu flavour.
+    assert relus["cpu"] == 1 and relus["tensorrt"] == relus["fp32"] > 10
 
 
 @pytest.mark.parametrize("flavour", ["cpu", "tensorrt"])
@@ -319,7 +333,8 @@ def test_ranges_reduced_inside_the_graph_equal_those_of_the_whole_tensors(
     # A small sample so that the tiny model's tensors are strided too (step > 1).
     monkeypatch.setattr(calibration_module, "SAMPLE", 1000)
     photos = read_calibration_set(calibration, 3)
-    tensors = tensors_to_calibrate(fp32_graph, convolutions_to_quantize(fp32_graph))
+    flavour = "tensorrt" if symmetric else "cpu"
+    tensors = tensors_to_calibrate(fp32_graph, nodes_to_quantize(fp32_graph, flavour))
     got = activation_ranges(fp32_graph, tensors, photos, method=method, symmetric=symmetric)
     want = whole_tensor_ranges(fp32_graph, tensors, photos, method, symmetric)
     assert list(got) == tensors

@@ -18,7 +18,6 @@ from click.testing import CliRunner
 from dbsi.train.checkpoint import read_checkpoint
 from dbsi.train.cli import main
 from dbsi.train.loop import PhaseRun
-from dbsi.train.stop import StopRequest
 from dbsi.train.synthetic import SceneSpec, write_dataset
 
 # 18 training pairs, batch 4: 5 steps an epoch. Many epochs, so a signal sent once the first
@@ -86,14 +85,30 @@ def test_sigterm_writes_a_resumable_last_pt_and_exits_143(data, tmp_path):
         assert torch.allclose(value.float(), resumed["model"][key].float(), atol=1e-6, rtol=0)
 
 
-def test_a_second_signal_acts_as_it_would_without_the_stop_request():
-    # raise_signal, not os.kill: it signals this thread and runs the handler before returning,
-    # where a process-wide signal may land on another thread and be handled a moment later
-    # (this test once failed so on a loaded machine).
-    with pytest.raises(KeyboardInterrupt), StopRequest() as stop:
+SECOND_SIGNAL = """
+import signal
+from dbsi.train.stop import StopRequest
+try:
+    with StopRequest() as stop:
         signal.raise_signal(signal.SIGTERM)
-        assert stop.received == signal.SIGTERM
+        print("first:", stop.received.name)
         signal.raise_signal(signal.SIGINT)
+    print("second: nothing")
+except KeyboardInterrupt:
+    print("second: KeyboardInterrupt")
+"""
+
+
+def test_a_second_signal_acts_as_it_would_without_the_stop_request():
+    # In a fresh interpreter: in-process, in full runs of the suite, the SIGINT twice raised
+    # nothing (never alone, nor in 2,000 tries under load; no test was found to leave a
+    # handler, signal mask or wakeup fd behind), and a signal test must not depend on what
+    # earlier tests did to the process.
+    done = subprocess.run(
+        [sys.executable, "-c", SECOND_SIGNAL], capture_output=True, text=True, timeout=PATIENCE_S
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["first: SIGTERM", "second: KeyboardInterrupt"]
 
 
 def test_a_signal_during_the_last_validation_stops_before_the_next_phase(
