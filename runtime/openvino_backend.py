@@ -41,6 +41,7 @@ from dbsi.runtime.contract import (
     MAX_BATCH,
     OUTPUT_NAME,
     GraphMetadata,
+    MetadataError,
     TemporalFeed,
     graph_inputs,
 )
@@ -87,6 +88,20 @@ def graph_props(model) -> dict[str, str]:
         key: value.astype(str) if hasattr(value, "astype") else str(value)
         for key, value in entries.items()
     }
+
+
+def graph_precision(path: Path) -> str | None:
+    """The precision an exported graph's metadata records, read by OpenVINO without compiling
+    it; None when OpenVINO cannot read the file or its metadata is not the toolkit's (opening
+    it says why)."""
+    try:
+        model = process_core().read_model(str(path))
+    except Exception:  # OpenVINO raises RuntimeError subclasses per failure
+        return None
+    try:
+        return GraphMetadata.from_props(graph_props(model), str(path)).precision
+    except MetadataError:
+        return None
 
 
 def blur_convolutions(model: Any) -> list[str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dbsi.runtime.backend import Backend
-from dbsi.runtime.contract import ONNX_SUFFIX
+from dbsi.runtime.contract import ONNX_SUFFIX, TENSORRT_PRECISIONS
 from dbsi.runtime.errors import BackendError
 from dbsi.runtime.sidecar import ENGINE_SUFFIXES
 
@@ -116,9 +116,10 @@ def choose_backend(path: Path, options: Mapping[str, Any] | None = None) -> tupl
     An engine opens on TensorRT. An .onnx: an option only one ONNX backend takes (``provider``
     for ONNX Runtime, ``openvino_precision`` for OpenVINO) names that backend; else with an
     NVIDIA GPU (``nvidia_gpu``), ONNX Runtime, whose providers tensorrt > cuda > cpu pick the
-    GPU; without one, OpenVINO when installed (its int8-cpu and fp32 renders are the fastest
-    measured on x86 CPUs, README "Measured"), else ONNX Runtime. BackendError for a checkpoint
-    or an unknown suffix."""
+    GPU, unless the graph is ``int8-cpu``, which runs on CPU kernels anyway: then, as without a
+    GPU, OpenVINO when installed (its int8-cpu and fp32 renders are the fastest measured on x86
+    CPUs, README "Measured"), else ONNX Runtime. BackendError for a checkpoint or an unknown
+    suffix."""
     family = backend_for(path)
     candidates = [name for name, entry in REGISTRY.items() if path.suffix.lower() in entry.suffixes]
     if len(candidates) == 1:
@@ -128,12 +129,22 @@ def choose_backend(path: Path, options: Mapping[str, Any] | None = None) -> tupl
         if len(takers) == 1:
             return takers[0], f"auto: {REGISTRY[takers[0]].options[key]} is its option"
     gpu = nvidia_gpu()
-    if gpu is not None:
+    openvino = "openvino" in candidates and openvino_installed()
+    precision = None
+    if gpu is not None and openvino:  # only then is the graph worth reading
+        from dbsi.runtime.openvino_backend import graph_precision
+
+        precision = graph_precision(path)
+    if gpu is not None and (precision is None or precision in TENSORRT_PRECISIONS):
         name, why = "onnxruntime", f"NVIDIA GPU {gpu}, providers tensorrt > cuda > cpu"
-    elif "openvino" in candidates and openvino_installed():
-        name, why = "openvino", "no NVIDIA GPU, OpenVINO installed"
     else:
-        name, why = "onnxruntime", "no NVIDIA GPU, OpenVINO not installed"
+        machine = (
+            "no NVIDIA GPU"
+            if gpu is None
+            else f"NVIDIA GPU {gpu}, but an {precision} graph runs on CPU kernels"
+        )
+        installed = "installed" if openvino else "not installed"
+        name, why = ("openvino" if openvino else "onnxruntime"), f"{machine}, OpenVINO {installed}"
     others = " or ".join(f"--backend {other}" for other in candidates if other != name)
     return name, f"auto: {why}; {others} to override"
 

@@ -267,3 +267,21 @@ def test_the_run_header_names_a_backend_given_with_backend(tmp_path, no_gpu):
         "bokeh-run: 1 picture(s) on onnxruntime-cpu (CPU, fp32), batch 1, 1 worker(s); backend "
         "onnxruntime (--backend onnxruntime)"
     )
+
+
+def test_auto_sends_an_int8_cpu_graph_to_openvino_on_an_nvidia_machine(nvidia, tmp_path):
+    """Its uint8 layers run on CPU kernels whatever the providers, and OpenVINO's are faster."""
+    pytest.importorskip("openvino")
+    from dbsi.export.metadata import load_onnx, model_metadata, set_metadata
+
+    model = load_onnx(TINY_ONNX)
+    set_metadata(model, model_metadata(model, "tiny").replace(precision="int8-cpu"))
+    path = tmp_path / "int8.onnx"
+    path.write_bytes(model.SerializeToString())
+    name, why = registry.choose_backend(path)
+    assert name == "openvino"
+    assert why == (
+        "auto: NVIDIA GPU NVIDIA H200, but an int8-cpu graph runs on CPU kernels, OpenVINO "
+        "installed; --backend onnxruntime to override"
+    )
+    assert registry.choose_backend(TINY_ONNX)[0] == "onnxruntime"
