@@ -112,24 +112,15 @@ def test_a_graph_at_aperture_one_renders_what_the_graph_before_apertures_rendere
 
 @pytest.mark.slow
 @needs_fp16_converter
-def test_an_fp16_graph_at_aperture_one_renders_what_the_old_graph_renders_in_fp16(graphs, tmp_path):
-    """Both graphs converted by today's fp16 converter: the aperture input changes nothing."""
-    for label, model in (("new", graphs["paper"]), ("old", FIXTURE / "model.onnx")):
-        onnx.save(convert_to_fp16(onnx.load(str(model))), str(tmp_path / f"{label}.onnx"))
-    for name, batch in check_photos().items():
-        new, old = (
-            outputs_of(tmp_path / "new.onnx", batch),
-            outputs_of(tmp_path / "old.onnx", batch),
-        )
-        assert np.array_equal(new["bokeh"], old["bokeh"]), name
-
-
-@pytest.mark.slow
-@needs_fp16_converter
 def test_todays_fp16_export_is_within_a_level_of_the_fp16_export_before_apertures(graphs, tmp_path):
     """Not bit-identical, by design: today's converter passes float32 tensors between the
     float32 nodes directly, where the one before (the fixture's model-fp16.onnx) rounded them
-    to float16 on the way; at most 1 level on a small share of the pixels."""
+    to float16 on the way; and today's graph flips the network-size picture to RGB between its
+    cast to float16 and the first convolution, where ONNX Runtime's CPU kernels fed the old
+    graph's convolution the float32 picture (they drop a float16 cast that feeds an operator
+    they run in float32; with the flip between them, the input is rounded as the graph says).
+    At most 1 level on a small share of the pixels. The float32 graphs are bit-identical
+    (``test_a_graph_at_aperture_one_renders_what_the_graph_before_apertures_rendered``)."""
     onnx.save(convert_to_fp16(onnx.load(str(graphs["paper"]))), str(tmp_path / "new.onnx"))
     for name, batch in check_photos().items():
         new = outputs_of(tmp_path / "new.onnx", batch)["bokeh"]
