@@ -110,3 +110,37 @@ def test_a_backend_that_needs_more_warm_up_gets_it_before_the_measured_calls():
     stats, _ = speed.measure_model(slow_second_call, images, repeats=3, warmup=1, progress=None)
     assert len(calls) == 2 + 3  # the two it needs, then the three measured
     assert len(stats.samples) == 3
+
+
+def test_speed_runs_one_backend_at_a_time_and_releases_it_before_the_next():
+    """A backend keeps the buffers of the largest picture it ran; held together at 4K, eight
+    of them exhausted a 24 GiB machine. Rows still come grouped by size."""
+    from dbsi.benchmarks import speed
+    from dbsi.benchmarks.candidates import Candidate, ModelSet
+    from dbsi.train.config import BokehConfig
+
+    events = []
+
+    def candidate(name):
+        def render(batch):
+            events.append(f"{name} renders {batch.shape[1]}")
+            return batch
+
+        return Candidate(
+            name=name,
+            precision="fp32",
+            config=BokehConfig(width=0.125).to_dict(),
+            source="test",
+            device="CPU",
+            render=render,
+            close=lambda: events.append(f"{name} closed"),
+        )
+
+    models = ModelSet([candidate("a"), candidate("b")], [], False, None)
+    rows = speed.run_speed(models, [(64, 96), (32, 48)], [1], repeats=1, warmup=0,
+                           with_codec=False)  # fmt: skip
+    assert events.index("a closed") < events.index("b renders 64")
+    assert events.index("a renders 32") < events.index("a closed")
+    assert [(r["backend"], r["size"]) for r in rows] == [
+        ("a", "64x96"), ("b", "64x96"), ("a", "32x48"), ("b", "32x48")
+    ]  # fmt: skip
