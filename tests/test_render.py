@@ -83,6 +83,36 @@ def test_fullres_mode_keeps_every_pixel_of_the_sharp_subject():
     assert (paper - image).abs().max() > 0.1  # the paper's protocol loses detail
 
 
+def test_fullres_mode_is_eq1_of_the_separately_upsampled_weights_and_layers():
+    """The grouped resizes of ``blend_upsampled`` compute what eq. 1 of each upsampled tensor
+    computes, up to the order of the sum."""
+    from dbsi.train.render import blend, resize_bilinear
+
+    image = to_tensor(real_photo("chelsea"))  # 300x451
+    model = renderer("fullres")
+    net_h, net_w = model.network_size(*image.shape[-2:])
+    with torch.no_grad():
+        bokeh, weights_full = model(image)
+        small = resize_bilinear(image, net_h, net_w)
+        weights = resize_bilinear(model.predictor(small), *image.shape[-2:])
+        layers = [resize_bilinear(layer, *image.shape[-2:]) for layer in model.blurs(small)]
+        expected = blend(weights, image, layers)
+    torch.testing.assert_close(weights_full, weights, atol=0, rtol=0)
+    torch.testing.assert_close(bokeh, expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("mode", ["fullres", "paper"])
+def test_a_bgr_picture_renders_the_rgb_render_in_bgr(mode):
+    """Only the predictor's copy is flipped; every other step works channel by channel."""
+    image = to_tensor(real_photo("chelsea"))
+    model = renderer(mode)
+    with torch.no_grad():
+        rgb_bokeh, rgb_weights = model(image)
+        bgr_bokeh, bgr_weights, _ = model.render(image.flip(1), bgr=True)
+    assert torch.equal(bgr_bokeh, rgb_bokeh.flip(1))
+    assert torch.equal(bgr_weights, rgb_weights)
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(10 * np.log10(1.0 / np.mean((a - b) ** 2)))
 
