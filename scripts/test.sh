@@ -3,4 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-env.sh
-.venv/bin/python -m pytest -q "$@"
+# One worker per core (at most 4: each holds its own torch and exports), and each test file
+# on one worker so that the file's session-scoped exports are made once.
+.venv/bin/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile "$@"
